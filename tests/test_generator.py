@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agelatent.generators.dcgan import DCGANGenerator, sample_latents
+from agelatent.generators import DCGANGenerator, sample_latents
 
 
 @pytest.fixture(scope="module")

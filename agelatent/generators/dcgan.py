@@ -7,6 +7,7 @@ strictly; the module is our own.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ class DCGANGenerator(nn.Module):
         self.resolution = 64
         widths = [nz, ngf * 8, ngf * 4, ngf * 2, ngf]
         layers: list[nn.Module] = []
-        for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
+        for i, (c_in, c_out) in enumerate(itertools.pairwise(widths)):
             first = i == 0  # 1x1 -> 4x4 with stride 1, no padding; then each layer doubles the size
             layers += [
                 nn.ConvTranspose2d(c_in, c_out, 4, 1 if first else 2, 0 if first else 1, bias=False),
@@ -55,14 +56,3 @@ class DCGANGenerator(nn.Module):
                 f"DCGAN latents must have shape [B, {self.latent_dim}], got {tuple(latents_bz.shape)}"
             )
         return self.main(latents_bz[:, :, None, None])
-
-
-def sample_latents(seeds: list[int] | torch.Tensor, latent_dim: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """One standard-normal latent per seed, independent of batch composition and device.
-
-    Each seed gets its own CPU generator, so face ``seed=7`` is the same face whether it is drawn alone
-    or inside a batch, on CPU or GPU.
-    """
-    seeds = [int(s) for s in (seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds)]
-    rows = [torch.randn(latent_dim, generator=torch.Generator().manual_seed(s)) for s in seeds]
-    return torch.stack(rows).to(device) if rows else torch.empty(0, latent_dim, device=device)
