@@ -125,9 +125,7 @@ def _spec(name: str) -> ModelFile:
     try:
         return MODELS[name]
     except KeyError:
-        raise ModelFileError(
-            f"unknown model file {name!r}; known: {', '.join(sorted(MODELS))}"
-        ) from None
+        raise ModelFileError(f"unknown model file {name!r}; known: {', '.join(sorted(MODELS))}") from None
 
 
 def cached_path(name: str) -> Path:

@@ -1,0 +1,22 @@
+"""What every entry point shares: where the Hydra configs live and how a device is chosen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+#: Hydra config root (the repository's top-level ``conf/``).
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the first CUDA device when there is one, else CPU; anything else must be available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={name!r} requested but CUDA is not available; use device=cpu or device=auto"
+        )
+    return device

@@ -1,0 +1,1 @@
+"""Human-facing outputs: image grids, tables."""

@@ -1,0 +1,56 @@
+"""Annotated image grids (PNG) for sampling, training and evaluation reports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+
+def to_uint8(images_m11: torch.Tensor) -> np.ndarray:
+    """``[N, 3, H, W]`` in [-1, 1] -> ``[N, H, W, 3]`` uint8."""
+    pixels = ((images_m11.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).numpy()
+
+
+def image_grid(
+    images: torch.Tensor,
+    captions: Sequence[Sequence[str]] | None = None,
+    column_titles: Sequence[str] | None = None,
+    scale: int = 2,
+) -> Image.Image:
+    """Lay out ``images`` ``[R, C, 3, H, W]`` (values in [-1, 1]) as an R x C grid.
+
+    Each cell is upscaled by ``scale`` (nearest, so pixels stay honest) and gets its caption (one or two
+    short lines) underneath; optional titles go above the columns.
+    """
+    if images.ndim != 5 or images.shape[2] != 3:
+        raise ValueError(f"image_grid expects [rows, cols, 3, H, W], got {tuple(images.shape)}")
+    rows, cols, _, height, width = images.shape
+    font = ImageFont.load_default()
+    cell_w, cell_h = width * scale, height * scale
+    caption_h = 0 if captions is None else 12 * max(c.count("\n") + 1 for row in captions for c in row) + 4
+    title_h = 0 if column_titles is None else 16
+    pad = 4
+    canvas = Image.new(
+        "RGB",
+        (cols * (cell_w + pad) + pad, title_h + rows * (cell_h + caption_h + pad) + pad),
+        "white",
+    )
+    draw = ImageDraw.Draw(canvas)
+    pixels = to_uint8(images.reshape(rows * cols, 3, height, width)).reshape(rows, cols, height, width, 3)
+    for c in range(cols):
+        x = pad + c * (cell_w + pad)
+        if column_titles is not None:
+            draw.text((x + 2, 2), column_titles[c], fill="black", font=font)
+        for r in range(rows):
+            y = title_h + pad + r * (cell_h + caption_h + pad)
+            tile = Image.fromarray(pixels[r, c]).resize((cell_w, cell_h), Image.NEAREST)
+            canvas.paste(tile, (x, y))
+            if captions is not None:
+                draw.multiline_text(
+                    (x + 2, y + cell_h + 2), captions[r][c], fill="black", font=font, spacing=2
+                )
+    return canvas

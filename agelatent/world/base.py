@@ -1,0 +1,149 @@
+"""A world: a frozen generator plus the frozen face networks that score its images, behind one batched call.
+
+Everything that touches the frozen networks goes through :meth:`World.score`, so there is one place to
+optimise and to measure. Both halves are Hydra groups (``generator/`` and ``perception/``) and can be
+swapped independently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class FaceScores:
+    """What the perception networks say about a batch of face images (all tensors on the world's device)."""
+
+    ages_years: torch.Tensor  # [B] expected age in years
+    identity: torch.Tensor  # [B, D] identity embedding (compare with Perception.identity_similarity)
+    p_male: torch.Tensor  # [B] probability the face is male
+
+
+@dataclass(frozen=True)
+class Scores(FaceScores):
+    """Scores of generated faces, with the images they were computed on."""
+
+    images: torch.Tensor  # [B, 3, H, W] generator output in [-1, 1]
+
+
+class Generator(Protocol):
+    latent_dim: int
+    resolution: int
+
+    def __call__(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+
+class Perception(Protocol):
+    """Frozen face networks: images in [-1, 1] -> ages, identity embeddings, gender."""
+
+    #: identity similarity at or above which two faces count as the same person
+    same_person_similarity: float
+
+    def __call__(self, images: torch.Tensor) -> FaceScores: ...
+
+    def ages(self, images: torch.Tensor) -> torch.Tensor:
+        """Ages only (skips the identity network): the cheap path for probes and age-only baselines."""
+        ...
+
+    def identity_similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor: ...
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode and no parameter gradients: frozen networks stay frozen even inside a training loop."""
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+class World(nn.Module):
+    """Generator + perception on one device.
+
+    ``score(latents)`` runs under ``torch.no_grad()`` unless ``with_grad=True`` (for white-box editors and
+    gradient-based age directions): the networks stay frozen either way, but gradients then flow to the
+    latents.
+
+    ``chunk_size``: batches larger than this are scored in chunks (results concatenated, gradients
+    included). On a 2-core CPU the embedded world scores ~190 faces/s at 32 per call but only ~100/s at
+    128 (the working set stops fitting in cache), so callers can hand over any batch. ``None``: no chunking
+    (GPUs).
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        perception: nn.Module,
+        device: str | torch.device = "cpu",
+        chunk_size: int | None = 32,
+    ) -> None:
+        super().__init__()
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer or null (no chunking), got {chunk_size}")
+        self.generator = freeze(generator)
+        self.perception = freeze(perception)
+        self.chunk_size = chunk_size
+        self.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    @property
+    def latent_dim(self) -> int:
+        return self.generator.latent_dim
+
+    @property
+    def same_person_similarity(self) -> float:
+        return self.perception.same_person_similarity
+
+    def train(self, mode: bool = True) -> World:
+        # Lightning calls .train() on every submodule of a LightningModule; a frozen world ignores it.
+        return super().train(False)
+
+    def sample_latents(self, seeds) -> torch.Tensor:
+        """One latent per seed from the generator's prior, independent of batch composition."""
+        from agelatent.generators import sample_latents
+
+        return sample_latents(seeds, self.latent_dim, self.device)
+
+    def _chunks(self, latents: torch.Tensor) -> list[torch.Tensor]:
+        if latents.ndim != 2 or latents.shape[1] != self.latent_dim:
+            raise ValueError(f"latents: expected [B, {self.latent_dim}], got {tuple(latents.shape)}")
+        latents = latents.to(self.device)
+        if self.chunk_size is None or latents.shape[0] <= self.chunk_size:
+            return [latents]
+        return list(latents.split(self.chunk_size))
+
+    def generate(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, 3, H, W]`` in [-1, 1] (no gradients unless the caller enables them)."""
+        return torch.cat([self.generator(c) for c in self._chunks(latents)])
+
+    def score(self, latents: torch.Tensor, *, with_grad: bool = False) -> Scores:
+        """Latents ``[B, latent_dim]`` -> images and their ages, identity embeddings and gender."""
+        parts = []
+        with torch.set_grad_enabled(with_grad):
+            for chunk in self._chunks(latents):
+                images = self.generator(chunk)
+                parts.append((images, self.perception(images)))
+        if len(parts) == 1:
+            images, faces = parts[0]
+            return Scores(
+                images=images, ages_years=faces.ages_years, identity=faces.identity, p_male=faces.p_male
+            )
+        return Scores(
+            images=torch.cat([im for im, _ in parts]),
+            ages_years=torch.cat([f.ages_years for _, f in parts]),
+            identity=torch.cat([f.identity for _, f in parts]),
+            p_male=torch.cat([f.p_male for _, f in parts]),
+        )
+
+    def ages(self, latents: torch.Tensor, *, with_grad: bool = False) -> torch.Tensor:
+        """Latents ``[B, latent_dim]`` -> ages in years ``[B]``, without the identity network."""
+        with torch.set_grad_enabled(with_grad):
+            return torch.cat([self.perception.ages(self.generator(c)) for c in self._chunks(latents)])
+
+    def identity_similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.perception.identity_similarity(a, b)

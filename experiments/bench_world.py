@@ -1,0 +1,112 @@
+"""Benchmark: ``world.score`` throughput by batch size, and where the time goes (embedded world, CPU).
+
+    python experiments/bench_world.py [--batches 1 32 128] [--seconds 3] [--threads 2] [--json PATH]
+
+Reports faces/s for the full call and for each stage at each batch (generator, 256 upsample, landmarks,
+chips, age, gender, identity), so the ratio "full call / sum of stages" shows the overhead of the
+composition itself. Timings are medians of repeated calls within one process; compare ratios, not
+absolute numbers, across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from agelatent.jobs import CONFIG_DIR
+from agelatent.perception.align import DEFAULT_PADDING
+from agelatent.perception.onnx_models import CHIP_PADDING
+from agelatent.world import build_world
+
+
+def _median_seconds(fn, budget: float) -> float:
+    fn()  # warm-up
+    times: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < budget or len(times) < 3:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _stage_times(world, z, seconds: float) -> tuple[float, dict[str, float], int]:
+    """(seconds per full call, seconds per stage for one chunk, chunk size)."""
+    p = world.perception
+    with torch.no_grad():
+        full = _median_seconds(lambda: world.score(z), seconds)
+        chunk = z[: world.chunk_size or len(z)]
+        images = world.generate(chunk)
+        work = p.work_images(images)
+        lm = p.landmarks(work)
+        c64, c32 = p._chips(work, lm, 64, CHIP_PADDING), p._chips(work, lm, 32, CHIP_PADDING)
+        c150 = p._chips(work, lm, 150, DEFAULT_PADDING)
+        budget = seconds / 4
+        stages = {
+            "generator": _median_seconds(lambda: world.generator(chunk), budget),
+            "upsample_256": _median_seconds(lambda: p.work_images(images), budget),
+            "landmarks": _median_seconds(lambda: p.landmarks(work), budget),
+            "chips": _median_seconds(
+                lambda: (
+                    p._chips(work, lm, 64, CHIP_PADDING),
+                    p._chips(work, lm, 32, CHIP_PADDING),
+                    p._chips(work, lm, 150, DEFAULT_PADDING),
+                ),
+                budget,
+            ),
+            "age": _median_seconds(lambda: p.age_model(c64), budget),
+            "gender": _median_seconds(lambda: p.gender_model(c32), budget),
+            "identity": _median_seconds(lambda: p.identity_model(c150), budget),
+        }
+    return full, stages, len(chunk)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32, 128])
+    parser.add_argument("--seconds", type=float, default=3.0, help="time budget per measurement")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"])
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    with initialize_config_dir(CONFIG_DIR, version_base=None):
+        cfg = compose("sample", overrides=["device=cpu", f"perception.runtime={args.runtime}"])
+    world = build_world(cfg)
+    results = []
+    for b in args.batches:
+        z = world.sample_latents(range(b))
+        full, stages, chunk_len = _stage_times(world, z, args.seconds)
+        n_chunks = -(-b // chunk_len)
+        stage_total = sum(stages.values()) * n_chunks
+        row = {
+            "batch": b,
+            "faces_per_s": b / full,
+            "ms_per_call": 1e3 * full,
+            "stages_ms_per_chunk": {k: 1e3 * v for k, v in stages.items()},
+            "call_over_stage_sum": full / stage_total,
+        }
+        results.append(row)
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in row["stages_ms_per_chunk"].items())
+        print(
+            f"batch {b:4d}: {row['faces_per_s']:7.1f} faces/s ({row['ms_per_call']:.1f} ms/call; "
+            f"call / sum of stages = {row['call_over_stage_sum']:.2f}) | ms per chunk of {chunk_len}: {parts}"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps({"threads": args.threads, "runtime": args.runtime, "results": results}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()
