@@ -32,7 +32,15 @@ models: install  ## fetch, extract and sha256-check the pretrained weights (cach
 	$(BIN)/agelatent-models fetch
 
 sample: models  ## write a grid of generated faces annotated with predicted age/gender, plus a CSV
-	$(BIN)/agelatent-sample
+	$(BIN)/agelatent-sample $(ARGS)
+
+train: models  ## train the SAC age-editing policy on the embedded world (~15 min on 2 CPU cores); Hydra overrides in ARGS="..."
+	$(BIN)/agelatent-train $(ARGS)
+
+bench: models  ## benchmarks (JSON + console): world.score throughput by batch, identity port vs dlib-bin
+	@mkdir -p results/bench
+	$(BIN)/python experiments/bench_world.py --json results/bench/world.json
+	$(BIN)/python experiments/bench_identity.py --json results/bench/identity.json
 
 test: models  ## the CI suite: every test, slow ones included (GPU tests skip without CUDA)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -50,7 +58,9 @@ format: install  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix agelatent tests experiments
 	$(BIN)/ruff format agelatent tests experiments
 
-clean:  ## remove caches and run outputs (keeps .venv and the model cache)
-	rm -rf .pytest_cache .ruff_cache outputs multirun runs
+clean:  ## remove caches and sample outputs (keeps .venv, runs/ and the model cache)
+	rm -rf .pytest_cache .ruff_cache outputs multirun
 
-.PHONY: help install models sample test test-quick test-full lint format clean
+ARGS ?=
+
+.PHONY: help install models sample train bench test test-quick test-full lint format clean

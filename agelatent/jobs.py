@@ -20,3 +20,12 @@ def resolve_device(name: str) -> torch.device:
             f"device={name!r} requested but CUDA is not available; use device=cpu or device=auto"
         )
     return device
+
+
+def compose_config(name: str, overrides: list[str] | tuple[str, ...] = ()):
+    """The config a console script would run with (``conf/<name>.yaml`` + Hydra overrides), for notebooks and
+    tests. Hydra's ``${now:...}`` and ``hydra.*`` keys are left unresolved."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(CONFIG_DIR, version_base=None):
+        return compose(name, overrides=list(overrides))

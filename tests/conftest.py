@@ -27,3 +27,18 @@ def model_files():
 
     store.fetch()
     return {name: store.model_path(name) for name in store.MODELS}
+
+
+def cpu_config(name: str, *overrides: str):
+    """A Hydra config from the repository's ``conf/`` on the CPU, as the console scripts compose it."""
+    from agelatent.jobs import compose_config
+
+    return compose_config(name, ["device=cpu", *overrides])
+
+
+@pytest.fixture(scope="session")
+def world(model_files):
+    """The embedded world on the real models (CPU, torch runtime), built once per test session."""
+    from agelatent.world import build_world
+
+    return build_world(cpu_config("sample"))

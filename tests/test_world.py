@@ -6,25 +6,17 @@ import csv
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from agelatent.cli.sample import sample
-from agelatent.jobs import CONFIG_DIR
+from agelatent.jobs import compose_config
 from agelatent.perception.embedded import EmbeddedPerception, NonFiniteScoresError
 from agelatent.store import ModelFileError
 from agelatent.world import World, build_world
 
 
 def _cfg(*overrides: str):
-    with initialize_config_dir(CONFIG_DIR, version_base=None):
-        return compose("sample", overrides=["device=cpu", *overrides])
-
-
-@pytest.fixture(scope="module")
-def world(model_files) -> World:
-    torch.set_num_threads(2)
-    return build_world(_cfg())
+    return compose_config("sample", ["device=cpu", *overrides])
 
 
 @pytest.fixture(scope="module")

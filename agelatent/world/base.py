@@ -104,7 +104,14 @@ class World(nn.Module):
         return super().train(False)
 
     def sample_latents(self, seeds) -> torch.Tensor:
-        """One latent per seed from the generator's prior, independent of batch composition."""
+        """One latent per seed from the generator's prior, independent of batch composition.
+
+        A generator with its own ``sample_latents(seeds, device)`` (e.g. one editing in a mapped W space)
+        decides; otherwise latents are standard normal, one CPU generator per seed.
+        """
+        own = getattr(self.generator, "sample_latents", None)
+        if own is not None:
+            return own(seeds, self.device)
         from agelatent.generators import sample_latents
 
         return sample_latents(seeds, self.latent_dim, self.device)

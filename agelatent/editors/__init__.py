@@ -1,0 +1,24 @@
+"""Editing methods behind one interface (see :mod:`agelatent.editors.base`)."""
+
+from agelatent.editors.base import OUTCOMES, Editor, EditResult, run_edits
+from agelatent.editors.baselines import (
+    GlobalDirection,
+    GradientDescent,
+    LocalLinearWalk,
+    RandomWalk,
+    fit_global_direction,
+)
+from agelatent.editors.policy import PolicyEditor
+
+__all__ = [
+    "OUTCOMES",
+    "EditResult",
+    "Editor",
+    "GlobalDirection",
+    "GradientDescent",
+    "LocalLinearWalk",
+    "PolicyEditor",
+    "RandomWalk",
+    "fit_global_direction",
+    "run_edits",
+]

@@ -1,0 +1,162 @@
+"""Baseline editors: the local-linear walk, an InterFaceGAN-style global direction, white-box gradient
+optimisation of the latent, and a random walk (the floor). See :mod:`agelatent.editors.base`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+
+import torch
+
+from agelatent.env.latent_age import LatentAgeEnv
+from agelatent.env.local_linear import min_norm_step
+from agelatent.store import cache_dir
+
+__all__ = ["GlobalDirection", "GradientDescent", "LocalLinearWalk", "RandomWalk", "fit_global_direction"]
+
+log = logging.getLogger(__name__)
+
+
+def _wanted_years(env: LatentAgeEnv, max_years: float) -> torch.Tensor:
+    return (env.targets - env.ages).clamp(-max_years, max_years)
+
+
+class LocalLinearWalk:
+    """The paper's semantic age scheme without RL: each step is the minimum-norm step along the local age
+    direction ĝ(z) for ``clip(target - age, ±max_years_per_step)`` years."""
+
+    requires_action_mode = "local_linear"
+
+    def __init__(
+        self, max_years_per_step: float = 8.0, max_step_norm: float = 1.0, name: str = "local_linear_walk"
+    ):
+        self.max_years_per_step, self.max_step_norm, self.name = max_years_per_step, max_step_norm, name
+
+    def propose(self, env: LatentAgeEnv) -> torch.Tensor:
+        return min_norm_step(env.grad, _wanted_years(env, self.max_years_per_step), self.max_step_norm)
+
+
+class GlobalDirection:
+    """InterFaceGAN-style: one linear age model ``age ≈ w·z + b`` fitted on sampled latents; every face
+    walks along ``w`` (minimum-norm step for the wanted years under that linear model)."""
+
+    requires_action_mode = None
+
+    def __init__(
+        self,
+        direction: torch.Tensor,
+        max_years_per_step: float = 8.0,
+        max_step_norm: float = 1.0,
+        name: str = "global_direction",
+    ):
+        self.direction = direction.float()
+        self.max_years_per_step, self.max_step_norm, self.name = max_years_per_step, max_step_norm, name
+
+    def propose(self, env: LatentAgeEnv) -> torch.Tensor:
+        w = self.direction.to(env.device).expand(env.num_envs, -1)
+        return min_norm_step(w, _wanted_years(env, self.max_years_per_step), self.max_step_norm)
+
+
+def _world_key(world, num_samples: int, seed: int, ridge: float) -> str:
+    state = {}
+    for name, module in (("generator", world.generator), ("perception", world.perception)):
+        h = hashlib.sha256()
+        for key, tensor in sorted(module.state_dict().items()):
+            h.update(key.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes()[:4096])
+        state[name] = h.hexdigest()[:16]
+    state.update(
+        num_samples=num_samples, seed=seed, ridge=ridge, runtime=getattr(world.perception, "runtime", "")
+    )
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def fit_global_direction(
+    world, num_samples: int = 2000, seed: int = 2_000_000, ridge: float = 1.0, cache: bool = True
+) -> dict[str, torch.Tensor | float]:
+    """Least-squares (ridge) fit of ``age ≈ w·z + b`` on ``num_samples`` latents from seeds ``seed..``.
+
+    Cached per world under the model cache (``derived/directions/``), keyed by the networks' weights and the fit
+    settings. Returns ``{"w": [d], "b": float, "r2": float}``.
+    """
+    path = cache_dir() / "derived" / "directions" / f"age-{_world_key(world, num_samples, seed, ridge)}.pt"
+    if cache and path.is_file():
+        return torch.load(path, weights_only=True)
+    z = world.sample_latents(range(seed, seed + num_samples)).cpu().double()
+    ages = world.ages(z.float().to(world.device)).cpu().double()
+    x = torch.cat([z, torch.ones(len(z), 1, dtype=z.dtype)], dim=1)
+    reg = ridge * torch.eye(x.shape[1], dtype=z.dtype)
+    reg[-1, -1] = 0.0
+    coef = torch.linalg.solve(x.T @ x + reg, x.T @ ages)
+    pred = x @ coef
+    r2 = float(1 - ((ages - pred) ** 2).sum() / ((ages - ages.mean()) ** 2).sum())
+    fit = {"w": coef[:-1].float(), "b": float(coef[-1]), "r2": r2}
+    log.info(
+        "global age direction: R^2 = %.3f on %d latents, |w| = %.2f years/unit",
+        r2,
+        num_samples,
+        fit["w"].norm(),
+    )
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        torch.save(fit, tmp)
+        os.replace(tmp, path)
+    return fit
+
+
+class GradientDescent:
+    """White-box optimisation of the latent through the differentiable perception: each step descends
+    ``((age - target) / age_scale)² + identity_weight * relu(soft_threshold - similarity)`` with a
+    normalised gradient step of ``step_norm`` latent units (scaled down near the target)."""
+
+    requires_action_mode = None
+
+    def __init__(
+        self,
+        step_norm: float = 0.3,
+        age_scale: float = 10.0,
+        identity_weight: float = 5.0,
+        name: str = "gradient_descent",
+    ):
+        self.step_norm, self.age_scale, self.identity_weight, self.name = (
+            step_norm,
+            age_scale,
+            identity_weight,
+            name,
+        )
+
+    def propose(self, env: LatentAgeEnv) -> torch.Tensor:
+        world = env.world
+        if not getattr(world.perception, "differentiable", True):
+            raise ValueError("gradient_descent needs a differentiable perception (perception.runtime=torch)")
+        z = env.z.detach().requires_grad_(True)
+        scores = world.score(z, with_grad=True)
+        env.world_calls += len(z)
+        sim = world.identity_similarity(scores.identity, env.identity0)
+        age_term = ((scores.ages_years - env.targets) / self.age_scale) ** 2
+        id_term = (env.cfg.identity.soft_threshold - sim).clamp_min(0)
+        (grad,) = torch.autograd.grad((age_term + self.identity_weight * id_term).sum(), z)
+        # step length shrinks as the age error closes (a full step when >= age_scale years away)
+        scale = ((env.targets - scores.ages_years.detach()).abs() / self.age_scale).clamp(max=1.0)
+        unit = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return -(self.step_norm * scale)[:, None] * unit
+
+
+class RandomWalk:
+    """Isotropic random steps of a fixed norm: the floor any method must beat."""
+
+    requires_action_mode = None
+
+    def __init__(self, step_norm: float = 0.3, seed: int = 0, name: str = "random_walk"):
+        self.step_norm, self.name = step_norm, name
+        self._rng = torch.Generator().manual_seed(seed)
+
+    def propose(self, env: LatentAgeEnv) -> torch.Tensor:
+        noise = torch.randn(env.num_envs, env.latent_dim, generator=self._rng).to(env.device)
+        return self.step_norm * noise / noise.norm(dim=1, keepdim=True)

@@ -1,0 +1,425 @@
+"""The latent age-editing MDP (DESIGN.md §3), batched over ``num_envs`` episodes on the world's device.
+
+State (observation, float32, in this order; ``d`` = latent dim):
+
+* ``z`` (``d``): the current latent (standard-normal prior, so already unit-scaled);
+* ``(z - z0) * offset_scale`` (``d``): how far the edit has moved from the start face;
+* ``(target - 40) / 20``, ``(age - 40) / 20``, ``(target - age) / 20``: target and current age;
+* ``similarity`` and ``(similarity - hard_bound) / (1 - hard_bound)``: identity to the start face;
+* ``t / max_steps``: the step fraction;
+* ``local_linear`` actions only: ``log10 |ĝ|`` (steepness of the local age direction, years per unit).
+
+Actions are in ``[-1, 1]`` and mapped to a latent displacement Δz:
+
+* ``full``: Δz = ``full_step_size`` · a (``action_dim = d``);
+* ``local_linear``: ``a[0]`` asks for ``a[0] · max_years_per_step`` years along the local age direction
+  (the minimum-norm step δ = Δ·ĝ/‖ĝ‖², norm-capped at ``max_step_norm``), and ``a[1:]`` (``K``
+  numbers) add ``correction_scale · Σ a_k b_k`` with ``b_k`` an orthonormal basis of a fixed random
+  K-dimensional subspace projected orthogonal to ĝ: to first order they change the face without
+  changing its age, which is what the policy can use to keep identity. ``action_dim = 1 + K``.
+
+Transition: z' = z + Δz, then optionally radially clamped into the prior's typical set
+(‖z‖/√d within ``1 ± typical_set_tolerance``). Termination: success when |age − target| ≤
+``success_tolerance`` with similarity ≥ the hard bound; failure when similarity < the hard bound;
+truncation at ``max_steps``. The reward is a :class:`~agelatent.env.rewards.Reward`.
+
+One world call per step scores all ``B`` new latents (images, ages, identity, gender); with
+``local_linear`` actions and ``age_direction.method=autograd`` the same call also yields ĝ at the new
+latents (one backward pass through the age branch), so the next step needs no extra forward.
+
+Two ways to drive it: :meth:`LatentAgeEnv.step` (actions, the RL protocol, auto-reset) and
+:meth:`LatentAgeEnv.step_latent` (a raw Δz, for baseline editors); :meth:`LatentAgeEnv.reset_to` starts
+given faces with given targets and, with ``auto_reset=False``, freezes rows that finish (evaluation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from agelatent.env.local_linear import AgeDirectionConfig, local_age_gradient, min_norm_step, orthogonal_basis
+from agelatent.env.protocol import StepResult
+from agelatent.env.rewards import Reward, Transition
+from agelatent.env.targets import TargetConfig
+
+__all__ = ["ACTION_MODES", "ActionConfig", "IdentityConfig", "LatentAgeEnv", "LatentAgeEnvConfig"]
+
+ACTION_MODES = ("full", "local_linear")
+AGE_CENTRE, AGE_SCALE = 40.0, 20.0  # observation normalisation of ages (the age model spans 0..80)
+
+
+@dataclass(frozen=True)
+class ActionConfig:
+    mode: str = "local_linear"  # full | local_linear
+    full_step_size: float = 0.05  # full: Δz = full_step_size * a (per latent dimension)
+    max_years_per_step: float = 8.0  # local_linear: a[0] = ±1 asks for this many years
+    max_step_norm: float = 1.0  # local_linear: cap on ‖δ_age‖ where the age direction is flat
+    num_corrections: int = 4  # local_linear: K orthogonal correction directions
+    correction_scale: float = 0.1  # local_linear: latent units per unit correction action
+    basis_seed: int = 1234  # the fixed random subspace the corrections live in
+
+    def __post_init__(self) -> None:
+        if self.mode not in ACTION_MODES:
+            raise ValueError(f"action.mode must be one of {ACTION_MODES}, got {self.mode!r}")
+        for name in ("full_step_size", "max_years_per_step", "max_step_norm"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"action.{name} must be a finite number > 0, got {value!r}")
+        if not (math.isfinite(self.correction_scale) and self.correction_scale >= 0):
+            raise ValueError(f"action.correction_scale must be >= 0, got {self.correction_scale!r}")
+        if self.num_corrections < 0:
+            raise ValueError(f"action.num_corrections must be >= 0, got {self.num_corrections}")
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """Identity similarity to the start face: below ``soft_threshold`` the reward penalises, below
+    ``hard_bound`` the episode fails. Units are the world's similarity (embedded world: 1 − dlib distance)."""
+
+    soft_threshold: float = 0.6
+    hard_bound: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.hard_bound <= self.soft_threshold < 1.0):
+            raise ValueError(
+                "identity thresholds must satisfy 0 <= hard_bound <= soft_threshold < 1, got "
+                f"hard_bound={self.hard_bound}, soft_threshold={self.soft_threshold}"
+            )
+
+
+@dataclass(frozen=True)
+class LatentAgeEnvConfig:
+    num_envs: int = 32
+    max_steps: int = 10
+    success_tolerance: float = 3.0  # years
+    typical_set: bool = True
+    typical_set_tolerance: float = 0.1
+    offset_scale: float = 5.0
+    action: ActionConfig = field(default_factory=ActionConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    age_direction: AgeDirectionConfig = field(default_factory=AgeDirectionConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LatentAgeEnvConfig:
+        d = dict(d)
+        for key, sub in (
+            ("action", ActionConfig),
+            ("identity", IdentityConfig),
+            ("target", TargetConfig),
+            ("age_direction", AgeDirectionConfig),
+        ):
+            if key in d and not isinstance(d[key], sub):
+                d[key] = sub(**d[key])
+        return cls(**d)
+
+    def __post_init__(self) -> None:
+        if self.num_envs < 1:
+            raise ValueError(f"env.num_envs must be >= 1, got {self.num_envs}")
+        if self.max_steps < 1:
+            raise ValueError(f"env.max_steps must be >= 1, got {self.max_steps}")
+        if not (math.isfinite(self.success_tolerance) and self.success_tolerance > 0):
+            raise ValueError(f"env.success_tolerance must be > 0 years, got {self.success_tolerance}")
+        if not 0 < self.typical_set_tolerance < 1:
+            raise ValueError(f"env.typical_set_tolerance must be in (0, 1), got {self.typical_set_tolerance}")
+        t, a = self.target, self.action
+        if a.mode == "local_linear" and t.mode == "relative":
+            reach = self.max_steps * a.max_years_per_step + self.success_tolerance
+            if t.max_delta > reach:
+                raise ValueError(
+                    f"unreachable targets: target.max_delta={t.max_delta} years but an episode can ask for at "
+                    f"most max_steps * action.max_years_per_step + success_tolerance = {reach:g} years; raise "
+                    "env.max_steps or action.max_years_per_step, or lower target.max_delta"
+                )
+
+
+class LatentAgeEnv:
+    """The MDP above over a :class:`~agelatent.world.World` (implements :class:`~agelatent.env.protocol.BatchedEnv`)."""
+
+    def __init__(
+        self, world, cfg: LatentAgeEnvConfig | dict, reward: Reward, *, auto_reset: bool = True
+    ) -> None:
+        self.cfg = cfg if isinstance(cfg, LatentAgeEnvConfig) else LatentAgeEnvConfig.from_dict(cfg)
+        cfg = self.cfg
+        self.world = world
+        self.reward = reward
+        self.auto_reset = auto_reset
+        self.device = world.device
+        self.num_envs = cfg.num_envs
+        self.latent_dim = d = world.latent_dim
+        self.local_linear = cfg.action.mode == "local_linear"
+        if self.local_linear and cfg.action.num_corrections >= d:
+            raise ValueError(
+                f"action.num_corrections must be < latent dim {d}, got {cfg.action.num_corrections}"
+            )
+        if (
+            self.local_linear
+            and cfg.age_direction.method == "autograd"
+            and not getattr(world.perception, "differentiable", True)
+        ):
+            raise ValueError(
+                "age_direction.method=autograd needs a differentiable perception (perception.runtime=torch); "
+                "use age_direction.method=probes with perception.runtime=onnxruntime"
+            )
+        self.action_dim = 1 + cfg.action.num_corrections if self.local_linear else d
+        self.observation_dim = 2 * d + 6 + (1 if self.local_linear else 0)
+        basis = torch.randn(
+            max(cfg.action.num_corrections, 1),
+            d,
+            generator=torch.Generator().manual_seed(cfg.action.basis_seed),
+        )
+        self._basis = torch.linalg.qr(basis.T).Q.T.contiguous().to(self.device)  # [K, d] orthonormal
+        self._rng = torch.Generator().manual_seed(0)
+        self._radius = math.sqrt(d)
+        b = cfg.num_envs
+        self.z = torch.zeros(b, d, device=self.device)
+        self.z0 = torch.zeros_like(self.z)
+        self.targets = torch.zeros(b, device=self.device)
+        self.ages = torch.zeros(b, device=self.device)
+        self.start_ages = torch.zeros(b, device=self.device)
+        self.start_p_male = torch.zeros(b, device=self.device)
+        self.identity0 = torch.zeros(b, 1, device=self.device)
+        self.similarity = torch.ones(b, device=self.device)
+        self.grad = torch.zeros(b, d, device=self.device)
+        self.t = torch.zeros(b, dtype=torch.long, device=self.device)
+        self.returns = torch.zeros(b, device=self.device)
+        self.active = torch.ones(b, dtype=torch.bool, device=self.device)  # False: frozen (auto_reset off)
+        self.outcome = torch.zeros(
+            b, dtype=torch.long, device=self.device
+        )  # 0 running, 1 success, 2 lost, 3 timeout
+        self.p_male = torch.zeros(b, device=self.device)
+        self.images: torch.Tensor | None = None
+        self.world_calls = 0  # latents scored (the cost unit of an edit)
+        self._stats = self._empty_stats()
+
+    # ---- scoring ----------------------------------------------------------------------------------------
+    def _score(self, latents: torch.Tensor):
+        """Score latents; with local-linear autograd actions also return ĝ at them."""
+        self.world_calls += len(latents)
+        if not self.local_linear:
+            return self.world.score(latents), None
+        if self.cfg.age_direction.method == "autograd":
+            z = latents.detach().requires_grad_(True)
+            scores = self.world.score(z, with_grad=True)
+            (grad,) = torch.autograd.grad(scores.ages_years.sum(), z)
+            return _detach_scores(scores), grad
+        scores = self.world.score(latents)
+        grad, _ = local_age_gradient(self.world, latents, self.cfg.age_direction, self._rng)
+        self.world_calls += len(latents) * 2 * min(self.cfg.age_direction.num_probes, self.latent_dim)
+        return scores, grad
+
+    def _start(self, rows: torch.Tensor, latents: torch.Tensor, targets: torch.Tensor | None) -> None:
+        scores, grad = self._score(latents)
+        self.z[rows] = latents
+        self.z0[rows] = latents
+        self.ages[rows] = scores.ages_years
+        self.start_ages[rows] = scores.ages_years
+        self.p_male[rows] = scores.p_male
+        self.start_p_male[rows] = scores.p_male
+        if self.identity0.shape[1] != scores.identity.shape[1]:
+            self.identity0 = torch.zeros(self.num_envs, scores.identity.shape[1], device=self.device)
+        self.identity0[rows] = scores.identity
+        self.similarity[rows] = 1.0
+        if grad is not None:
+            self.grad[rows] = grad
+        if targets is None:
+            targets = self.cfg.target.sample(scores.ages_years.cpu(), self._rng).to(self.device)
+        self.targets[rows] = targets
+        self.t[rows] = 0
+        self.returns[rows] = 0.0
+        self.outcome[rows] = 0
+        self.active[rows] = True
+        if self.images is None or self.images.shape[1:] != scores.images.shape[1:]:
+            self.images = torch.zeros(self.num_envs, *scores.images.shape[1:], device=self.device)
+        self.images[rows] = scores.images
+
+    def _sample_starts(self, n: int) -> torch.Tensor:
+        own = getattr(self.world.generator, "sample_latents", None)
+        if own is not None:  # a generator with its own prior: draw seeds from our stream
+            seeds = torch.randint(0, 2**31 - 1, (n,), generator=self._rng).tolist()
+            return own(seeds, self.device)
+        return torch.randn(n, self.latent_dim, generator=self._rng).to(self.device)
+
+    # ---- protocol -------------------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Fresh episodes: start latents from the prior and targets from ``cfg.target`` (training stream)."""
+        if seed is not None:
+            self._rng.manual_seed(seed)
+        rows = torch.arange(self.num_envs, device=self.device)
+        self._start(rows, self._sample_starts(self.num_envs), None)
+        return self.observation()
+
+    def reset_to(self, start_latents: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Episodes from given faces ``[B, d]`` towards given target ages ``[B]`` (B must be ``num_envs``)."""
+        if tuple(start_latents.shape) != (self.num_envs, self.latent_dim):
+            raise ValueError(
+                f"start_latents must be [num_envs, latent_dim] = {(self.num_envs, self.latent_dim)}, "
+                f"got {tuple(start_latents.shape)}"
+            )
+        targets = torch.as_tensor(targets, dtype=torch.float32, device=self.device).reshape(-1)
+        if targets.shape != (self.num_envs,):
+            raise ValueError(f"targets must be [num_envs] = [{self.num_envs}], got {tuple(targets.shape)}")
+        if not ((targets >= 0) & (targets <= 80)).all():
+            raise ValueError(f"target ages must lie in the age model's range [0, 80], got {targets.tolist()}")
+        rows = torch.arange(self.num_envs, device=self.device)
+        self._start(rows, start_latents.to(self.device, torch.float32), targets)
+        return self.observation()
+
+    def observation(self) -> torch.Tensor:
+        cfg = self.cfg
+        bound = cfg.identity.hard_bound
+        parts = [
+            self.z,
+            (self.z - self.z0) * cfg.offset_scale,
+            ((self.targets - AGE_CENTRE) / AGE_SCALE)[:, None],
+            ((self.ages - AGE_CENTRE) / AGE_SCALE)[:, None],
+            ((self.targets - self.ages) / AGE_SCALE)[:, None],
+            self.similarity[:, None],
+            ((self.similarity - bound) / (1.0 - bound))[:, None],
+            (self.t.float() / cfg.max_steps)[:, None],
+        ]
+        if self.local_linear:
+            parts.append(torch.log10(self.grad.norm(dim=1, keepdim=True).clamp_min(1e-3)))
+        return torch.cat(parts, dim=1).float()
+
+    def displacement(self, actions: torch.Tensor) -> torch.Tensor:
+        """Map actions in [-1, 1] to latent displacements Δz ``[B, d]`` (see the module docstring)."""
+        a = self.cfg.action
+        actions = actions.to(self.device, torch.float32).clamp(-1.0, 1.0)
+        if not self.local_linear:
+            return a.full_step_size * actions
+        delta = min_norm_step(self.grad, actions[:, 0] * a.max_years_per_step, a.max_step_norm)
+        if a.num_corrections:
+            basis = orthogonal_basis(self.grad, self._basis)  # [B, K, d]
+            delta = delta + a.correction_scale * torch.einsum("bk,bkd->bd", actions[:, 1:], basis)
+        return delta
+
+    def step(self, actions: torch.Tensor) -> StepResult:
+        if tuple(actions.shape) != (self.num_envs, self.action_dim):
+            raise ValueError(
+                f"actions must be [num_envs, action_dim] = {(self.num_envs, self.action_dim)}, "
+                f"got {tuple(actions.shape)}"
+            )
+        return self.step_latent(self.displacement(actions))
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """Radially clamp into the typical set (when enabled)."""
+        if not self.cfg.typical_set:
+            return z
+        tol = self.cfg.typical_set_tolerance
+        norm = z.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        target = norm.clamp(self._radius * (1 - tol), self._radius * (1 + tol))
+        return z * (target / norm)
+
+    def step_latent(self, delta: torch.Tensor) -> StepResult:
+        """Advance every active row by the latent displacement ``delta [B, d]``."""
+        cfg = self.cfg
+        active = self.active.clone()
+        z_new = torch.where(active[:, None], self.project(self.z + delta.to(self.device)), self.z)
+        step_norm = torch.where(active, (z_new - self.z).norm(dim=1), torch.zeros_like(self.ages))
+        rows = active.nonzero().flatten()
+        if len(rows) == 0:  # every row is frozen (auto_reset=False): nothing moves, nothing is scored
+            obs = self.observation()
+            none = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+            return StepResult(
+                obs, obs, torch.zeros_like(self.ages), none, none, self.returns.clone(), self.t.clone()
+            )
+        scores, grad = self._score(z_new[rows])
+        ages_before = self.ages.clone()
+        self.z[rows] = z_new[rows]
+        self.ages[rows] = scores.ages_years
+        self.p_male[rows] = scores.p_male
+        self.similarity[rows] = self.world.identity_similarity(scores.identity, self.identity0[rows])
+        self.images[rows] = scores.images
+        if grad is not None:
+            self.grad[rows] = grad
+        self.t[rows] += 1
+
+        identity_lost = active & (self.similarity < cfg.identity.hard_bound)
+        success = active & ~identity_lost & ((self.ages - self.targets).abs() <= cfg.success_tolerance)
+        terminated = success | identity_lost
+        truncated = active & ~terminated & (self.t >= cfg.max_steps)
+        transition = Transition(
+            ages_before=ages_before,
+            ages_after=self.ages,
+            targets=self.targets,
+            similarity=self.similarity,
+            latents_after=self.z,
+            step_norm=step_norm,
+            success=success,
+            identity_lost=identity_lost,
+        )
+        reward, parts = self.reward(transition)
+        reward = torch.where(active, reward, torch.zeros_like(reward))
+        self.returns += reward
+        done = terminated | truncated
+        self.outcome[success] = 1
+        self.outcome[identity_lost] = 2
+        self.outcome[truncated] = 3
+
+        info = {
+            "age": self.ages.clone(),
+            "age_error": (self.ages - self.targets).abs(),
+            "similarity": self.similarity.clone(),
+            "step_norm": step_norm,
+            **{f"reward_{k}": v for k, v in parts.items()},
+        }
+        final_obs = self.observation()
+        episode_return = self.returns.clone()
+        episode_length = self.t.clone()
+        self._record(done)
+        if self.auto_reset and bool(done.any()):
+            finished = done.nonzero().flatten()
+            self._start(finished, self._sample_starts(len(finished)), None)
+            obs = self.observation()
+        else:
+            self.active &= ~done
+            obs = final_obs
+        return StepResult(
+            obs=obs,
+            final_obs=final_obs,
+            reward=reward.float(),
+            terminated=terminated,
+            truncated=truncated,
+            episode_return=episode_return.float(),
+            episode_length=episode_length,
+            info=info,
+        )
+
+    # ---- episode statistics ------------------------------------------------------------------------------
+    @staticmethod
+    def _empty_stats() -> dict[str, float]:
+        return dict.fromkeys(
+            ("episodes", "success", "identity_lost", "age_error", "similarity", "length"), 0.0
+        )
+
+    def _record(self, done: torch.Tensor) -> None:
+        if not bool(done.any()):
+            return
+        s = self._stats
+        s["episodes"] += float(done.sum())
+        s["success"] += float((self.outcome[done] == 1).sum())
+        s["identity_lost"] += float((self.outcome[done] == 2).sum())
+        s["age_error"] += float((self.ages[done] - self.targets[done]).abs().sum())
+        s["similarity"] += float(self.similarity[done].sum())
+        s["length"] += float(self.t[done].sum())
+
+    def episode_metrics(self, reset: bool = True) -> dict[str, float]:
+        """Means over the episodes finished since the last call: success rate, identity-loss rate, final
+        age error, final similarity, length (empty when none finished)."""
+        s = self._stats
+        n = s["episodes"]
+        out = {} if n == 0 else {k: v / n for k, v in s.items() if k != "episodes"} | {"episodes": n}
+        if reset:
+            self._stats = self._empty_stats()
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"observation_dim": self.observation_dim, "action_dim": self.action_dim, **asdict(self.cfg)}
+
+
+def _detach_scores(scores):
+    return type(scores)(**{k: v.detach() for k, v in scores.__dict__.items()})

@@ -1,0 +1,118 @@
+"""Reward terms of the latent age-editing MDP. Each term is a small class with a weight; the reward is
+their weighted sum, composed from the Hydra ``reward/`` group (ablate a term by removing it or zeroing it).
+
+Every term maps a batched :class:`Transition` to ``[B]`` and is unitless by construction (years are divided
+by a scale), so weights are comparable across terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What the reward may look at for one batched step (all ``[B]`` unless noted)."""
+
+    ages_before: torch.Tensor
+    ages_after: torch.Tensor
+    targets: torch.Tensor
+    similarity: torch.Tensor  # identity similarity of the new face to the episode's start face
+    latents_after: torch.Tensor  # [B, d]
+    step_norm: torch.Tensor  # ‖Δz‖ of the action taken
+    success: torch.Tensor  # bool
+    identity_lost: torch.Tensor  # bool: similarity fell below the hard bound
+
+
+class RewardTerm:
+    """Base class: ``weight * value(transition)``."""
+
+    def __init__(self, weight: float = 1.0) -> None:
+        if not torch.isfinite(torch.tensor(float(weight))):
+            raise ValueError(f"{type(self).__name__}.weight must be finite, got {weight}")
+        self.weight = float(weight)
+
+    def value(self, t: Transition) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, t: Transition) -> torch.Tensor:
+        return self.weight * self.value(t)
+
+
+class AgeProgress(RewardTerm):
+    """Reduction of the distance to the target age this step, in units of ``scale_years``."""
+
+    def __init__(self, weight: float = 1.0, scale_years: float = 5.0) -> None:
+        super().__init__(weight)
+        if not scale_years > 0:
+            raise ValueError(f"AgeProgress.scale_years must be > 0, got {scale_years}")
+        self.scale_years = scale_years
+
+    def value(self, t: Transition) -> torch.Tensor:
+        before = (t.ages_before - t.targets).abs()
+        after = (t.ages_after - t.targets).abs()
+        return (before - after) / self.scale_years
+
+
+class IdentityPenalty(RewardTerm):
+    """How far identity similarity is below the soft threshold (0 above it), plus ``loss_penalty`` once
+    the hard bound is crossed (the episode then ends)."""
+
+    def __init__(self, weight: float = 1.0, soft_threshold: float = 0.7, loss_penalty: float = 1.0) -> None:
+        super().__init__(weight)
+        self.soft_threshold = soft_threshold
+        self.loss_penalty = loss_penalty
+
+    def value(self, t: Transition) -> torch.Tensor:
+        shortfall = (self.soft_threshold - t.similarity).clamp_min(0) / max(self.soft_threshold, 1e-6)
+        return -(shortfall + self.loss_penalty * t.identity_lost.float())
+
+
+class LatentPrior(RewardTerm):
+    """Penalise leaving the prior's typical set: |‖z‖/√d − 1| beyond a tolerance."""
+
+    def __init__(self, weight: float = 1.0, tolerance: float = 0.1) -> None:
+        super().__init__(weight)
+        self.tolerance = tolerance
+
+    def value(self, t: Transition) -> torch.Tensor:
+        radius = t.latents_after.norm(dim=1) / t.latents_after.shape[1] ** 0.5
+        return -((radius - 1).abs() - self.tolerance).clamp_min(0)
+
+
+class StepCost(RewardTerm):
+    """A constant cost per step (prefer short edits) plus a cost on the step's latent norm."""
+
+    def __init__(self, weight: float = 1.0, per_step: float = 0.05, per_unit_norm: float = 0.0) -> None:
+        super().__init__(weight)
+        self.per_step = per_step
+        self.per_unit_norm = per_unit_norm
+
+    def value(self, t: Transition) -> torch.Tensor:
+        return -(self.per_step + self.per_unit_norm * t.step_norm)
+
+
+class SuccessBonus(RewardTerm):
+    """1 when the face reaches the target age (within tolerance) with identity kept."""
+
+    def value(self, t: Transition) -> torch.Tensor:
+        return t.success.float()
+
+
+class Reward:
+    """The weighted sum of named terms; ``components`` gives each term's contribution for logging."""
+
+    def __init__(self, terms: Mapping[str, RewardTerm]) -> None:
+        if not terms:
+            raise ValueError("reward needs at least one term (reward.terms is empty)")
+        self.terms = {name: term for name, term in terms.items() if term is not None}
+
+    def components(self, t: Transition) -> dict[str, torch.Tensor]:
+        return {name: term(t) for name, term in self.terms.items()}
+
+    def __call__(self, t: Transition) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts = self.components(t)
+        return torch.stack(list(parts.values())).sum(dim=0), parts

@@ -1,0 +1,84 @@
+"""Per-edit metrics and their bootstrap 95% confidence intervals (DESIGN.md §4).
+
+Per edit: final |age - target|, success (within ``success_years`` of the target with identity kept at the
+hard bound), identity similarity to the start face and whether it stays at or above the hard bound, gender
+flip (P(male) crosses 0.5), latent typicality (|‖z‖/√d - 1|), steps; per batch: world calls and seconds
+per edit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from agelatent.editors.base import EditResult
+
+__all__ = ["METRICS", "bootstrap_ci", "edit_metrics", "summarise"]
+
+#: metric -> (description, higher is better)
+METRICS = {
+    "success_rate": ("|age - target| <= success_years and identity >= hard bound", True),
+    "age_error": ("final |age - target| in years", False),
+    "similarity": ("final identity similarity to the start face", True),
+    "bound_rate": ("fraction of edits whose identity stays >= the hard bound", True),
+    "gender_flip_rate": ("fraction of edits whose P(male) crosses 0.5", False),
+    "typicality": ("|‖z‖/√d - 1| of the final latent", False),
+    "steps": ("steps taken", False),
+}
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    low: float
+    high: float
+
+
+def edit_metrics(
+    result: EditResult, hard_bound: float, success_years: float = 5.0
+) -> dict[str, torch.Tensor]:
+    """Per-edit values ``[B]`` (float) for every metric in :data:`METRICS`."""
+    err = (result.final_ages - result.targets).abs()
+    kept = result.final_similarity >= hard_bound
+    d = result.final_latents.shape[1]
+    return {
+        "success_rate": ((err <= success_years) & kept).float(),
+        "age_error": err,
+        "similarity": result.final_similarity,
+        "bound_rate": kept.float(),
+        "gender_flip_rate": ((result.p_male[0] >= 0.5) != (result.p_male[-1] >= 0.5)).float(),
+        "typicality": (result.final_latents.norm(dim=1) / math.sqrt(d) - 1).abs(),
+        "steps": result.steps.float(),
+    }
+
+
+def bootstrap_ci(
+    values: torch.Tensor, num_resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> Interval:
+    """Percentile bootstrap of the mean (resampling edits with replacement)."""
+    v = values.detach().double().cpu().flatten()
+    if len(v) == 0:
+        return Interval(float("nan"), float("nan"), float("nan"))
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(v), (num_resamples, len(v)), generator=g)
+    means = v[idx].mean(dim=1)
+    alpha = (1 - level) / 2
+    lo, hi = torch.quantile(means, torch.tensor([alpha, 1 - alpha], dtype=torch.float64)).tolist()
+    return Interval(float(v.mean()), lo, hi)
+
+
+def summarise(
+    result: EditResult, hard_bound: float, success_years: float = 5.0, seed: int = 0
+) -> dict[str, float]:
+    """Mean and 95% CI of every metric (keys ``<metric>``, ``<metric>_low``, ``<metric>_high``), plus
+    ``edits``, ``world_calls_per_edit`` and ``seconds_per_edit``."""
+    out: dict[str, float] = {"edits": float(len(result.targets))}
+    for name, values in edit_metrics(result, hard_bound, success_years).items():
+        ci = bootstrap_ci(values, seed=seed)
+        out[name], out[f"{name}_low"], out[f"{name}_high"] = ci.mean, ci.low, ci.high
+    n = max(len(result.targets), 1)
+    out["world_calls_per_edit"] = result.world_calls / n
+    out["seconds_per_edit"] = result.seconds / n
+    return out

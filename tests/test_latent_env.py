@@ -1,0 +1,244 @@
+"""The latent age-editing MDP on the real embedded world: protocol, transitions, termination, actions."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from agelatent.env.gym_single import LatentAgeGymEnv
+from agelatent.env.latent_age import LatentAgeEnv, LatentAgeEnvConfig
+from agelatent.env.local_linear import AgeDirectionConfig, local_age_gradient
+from agelatent.env.protocol import check_step_result
+from agelatent.env.rewards import AgeProgress, IdentityPenalty, LatentPrior, Reward, StepCost, SuccessBonus
+from agelatent.env.targets import TargetConfig
+
+
+def reward() -> Reward:
+    return Reward(
+        {
+            "age": AgeProgress(1.0, 5.0),
+            "identity": IdentityPenalty(1.0, 0.6),
+            "prior": LatentPrior(1.0, 0.1),
+            "step": StepCost(1.0, 0.05),
+            "success": SuccessBonus(2.0),
+        }
+    )
+
+
+def make_env(world, auto_reset=True, **overrides) -> LatentAgeEnv:
+    cfg = {"num_envs": 4, "max_steps": 4} | overrides
+    return LatentAgeEnv(world, cfg, reward(), auto_reset=auto_reset)
+
+
+def test_steps_follow_the_batched_protocol_and_auto_reset(world):
+    env = make_env(world)
+    obs = env.reset(seed=3)
+    assert obs.shape == (4, env.observation_dim) == (4, 2 * 100 + 7)
+    assert env.action_dim == 1 + 4
+    ended = 0
+    for _ in range(6):
+        result = env.step(torch.rand(4, env.action_dim) * 2 - 1)
+        check_step_result(env, result)
+        ended += int(result.done.sum())
+        # rows that ended restart at step 0 with a fresh face
+        assert (env.t[result.done] == 0).all()
+        assert torch.equal(env.z[result.done], env.z0[result.done])
+    assert ended >= 4  # max_steps=4: every row ended at least once in 6 steps
+    stats = env.episode_metrics()
+    assert stats["episodes"] == ended and 0 <= stats["success"] <= 1 and stats["length"] <= 4
+
+
+def test_the_same_seed_gives_the_same_episodes(world):
+    a, b = make_env(world), make_env(world)
+    torch.testing.assert_close(a.reset(seed=11), b.reset(seed=11))
+    assert not torch.equal(a.reset(seed=12), b.reset(seed=11))
+
+
+def test_a_local_linear_step_moves_age_as_asked(world):
+    env = make_env(world, auto_reset=False, num_envs=16, max_steps=1, success_tolerance=0.5)
+    env.reset_to(world.sample_latents(range(500, 516)), torch.full((16,), 80.0))
+    before = env.ages.clone()
+    actions = torch.zeros(16, env.action_dim)
+    actions[:8, 0], actions[8:, 0] = 0.5, -0.5  # +4 years, -4 years
+    env.step(actions)
+    change = env.ages - before
+    # age is only locally linear: the step has the asked sign for most faces and about the asked size on
+    # median (one face of the 16 moves 10 years the wrong way)
+    assert (change[:8] > 0).sum() >= 6 and (change[8:] < 0).sum() >= 5
+    assert change[:8].median() > 1.0 and change[8:].median() < -1.0
+
+
+def test_corrections_are_orthogonal_to_the_age_direction(world):
+    env = make_env(world, auto_reset=False)
+    env.reset_to(world.sample_latents(range(4)), torch.full((4,), 40.0))
+    actions = torch.zeros(4, env.action_dim)
+    actions[:, 1:] = torch.tensor([1.0, -1.0, 0.5, 0.0])
+    delta = env.displacement(actions)
+    cos = torch.nn.functional.cosine_similarity(delta, env.grad, dim=1)
+    assert cos.abs().max() < 1e-4
+    torch.testing.assert_close(delta.norm(dim=1), torch.full((4,), 0.1 * math.sqrt(1 + 1 + 0.25)))
+
+
+class LinearAgeWorld:
+    """Ages exactly linear in the latent: what the probe estimator must recover."""
+
+    def __init__(self, slope: torch.Tensor) -> None:
+        self.slope = slope
+
+    def ages(self, z: torch.Tensor, with_grad: bool = False) -> torch.Tensor:
+        return 30.0 + z @ self.slope
+
+
+def test_probes_recover_the_gradient_of_a_linear_age_function():
+    slope = torch.randn(20, generator=torch.Generator().manual_seed(0))
+    world = LinearAgeWorld(slope)
+    z = torch.randn(3, 20)
+    full, ages = local_age_gradient(world, z, AgeDirectionConfig("probes", num_probes=20, probe_sigma=0.5))
+    torch.testing.assert_close(full, slope.expand(3, -1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ages, 30.0 + z @ slope)
+    # K < d probes: the gradient's projection onto the probed subspace (never longer than the gradient)
+    part, _ = local_age_gradient(
+        world,
+        z,
+        AgeDirectionConfig("probes", num_probes=5, probe_sigma=0.5),
+        torch.Generator().manual_seed(1),
+    )
+    assert (part.norm(dim=1) < slope.norm()).all()
+    torch.testing.assert_close((part * slope).sum(1), part.pow(2).sum(1), rtol=1e-4, atol=1e-4)
+
+
+def test_autograd_direction_is_the_age_gradient_on_the_real_world(world):
+    z = world.sample_latents(range(20, 22))
+    grad, ages = local_age_gradient(world, z, AgeDirectionConfig("autograd"))
+    # landmarks are constants for autograd; with them held, a tiny step's age change is first order
+    p = world.perception
+    with torch.no_grad():
+        lm = p.landmarks(p.work_images(world.generate(z)))
+        step = 1e-3 * grad / grad.norm(dim=1, keepdim=True)
+
+        def fixed_alignment_ages(latents):
+            work = p.work_images(world.generate(latents))
+            return p.age_model(p._chips(work, lm, 64, 0.2))
+
+        change = fixed_alignment_ages(z + step) - fixed_alignment_ages(z)
+    torch.testing.assert_close(change, (grad * step).sum(1), rtol=0.05, atol=1e-3)
+    torch.testing.assert_close(ages, world.ages(z))
+
+
+def test_success_and_identity_loss_terminate_and_freeze_rows(world):
+    env = make_env(world, auto_reset=False, num_envs=2, max_steps=5)
+    z = world.sample_latents([7, 7])
+    env.reset_to(z, torch.zeros(2))
+    start_age = float(env.ages[0])
+    # row 0: target = its own age (any small step succeeds); row 1: jump far away (identity lost)
+    env.targets[0] = start_age
+    delta = torch.zeros(2, 100)
+    delta[0] = 1e-3
+    delta[1] = 4.0 * torch.randn(100, generator=torch.Generator().manual_seed(0))
+    result = env.step_latent(delta)
+    assert result.terminated.tolist() == [True, True] and not result.truncated.any()
+    assert env.outcome.tolist() == [1, 2]
+    assert result.reward[0] > result.reward[1]
+    frozen = env.z.clone()
+    env.step_latent(torch.ones(2, 100))
+    assert torch.equal(env.z, frozen) and (env.t == 1).all()
+
+
+def test_episodes_truncate_at_max_steps(world):
+    env = make_env(world, auto_reset=False, num_envs=2, max_steps=2, success_tolerance=0.1)
+    env.reset_to(world.sample_latents([1, 2]), torch.tensor([80.0, 80.0]))
+    env.step_latent(torch.zeros(2, 100))
+    result = env.step_latent(torch.zeros(2, 100))
+    assert result.truncated.all() and not result.terminated.any() and (env.outcome == 3).all()
+
+
+def test_typical_set_projection_keeps_latents_near_the_prior_shell(world):
+    env = make_env(world, auto_reset=False, num_envs=2, action={"mode": "full"})
+    env.reset_to(world.sample_latents([3, 4]), torch.tensor([30.0, 30.0]))
+    env.step_latent(env.z * 0.5)  # push outwards by 50%
+    radius = env.z.norm(dim=1) / 10.0
+    torch.testing.assert_close(radius, torch.full((2,), 1.1))
+    loose = make_env(world, auto_reset=False, num_envs=2, typical_set=False, action={"mode": "full"})
+    loose.reset_to(world.sample_latents([3, 4]), torch.tensor([30.0, 30.0]))
+    loose.step_latent(loose.z * 0.5)
+    torch.testing.assert_close(loose.z, loose.z0 * 1.5)
+
+
+def test_full_actions_scale_to_the_step_size(world):
+    env = make_env(
+        world,
+        auto_reset=False,
+        num_envs=2,
+        action={"mode": "full", "full_step_size": 0.05},
+        typical_set=False,
+    )
+    assert env.action_dim == 100 and env.observation_dim == 2 * 100 + 6
+    env.reset_to(world.sample_latents([5, 6]), torch.tensor([30.0, 50.0]))
+    actions = torch.ones(2, 100)
+    env.step(actions)
+    torch.testing.assert_close(env.z - env.z0, torch.full((2, 100), 0.05))
+
+
+def test_relative_targets_are_offsets_from_the_start_age(world):
+    env = make_env(
+        world, target={"mode": "relative", "min_delta": 5, "max_delta": 10, "min_age": 0, "max_age": 80}
+    )
+    env.reset(seed=0)
+    gap = (env.targets - env.start_ages).abs()
+    assert ((gap >= 5 - 1e-4) & (gap <= 10 + 1e-4)).all()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"action": {"mode": "diagonal"}}, r"action.mode must be one of \('full', 'local_linear'\)"),
+        ({"identity": {"hard_bound": 0.8, "soft_threshold": 0.6}}, "0 <= hard_bound <= soft_threshold < 1"),
+        ({"target": {"min_age": 30, "max_age": 90}}, r"0 <= min_age <= max_age <= 80"),
+        ({"max_steps": 0}, "env.max_steps must be >= 1"),
+        ({"action": {"max_years_per_step": -1.0}}, "action.max_years_per_step must be a finite number > 0"),
+        (
+            {"max_steps": 2, "target": {"mode": "relative", "max_delta": 40}},
+            r"unreachable targets: target.max_delta=40 .* at most .* = 19 years",
+        ),
+    ],
+)
+def test_bad_configs_fail_before_any_model_runs(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        LatentAgeEnvConfig.from_dict(overrides)
+
+
+def test_autograd_directions_need_a_differentiable_perception(world):
+    class Frozen:
+        differentiable = False
+
+    fake = dataclasses.make_dataclass("W", [("perception", object), ("device", object), ("latent_dim", int)])
+    with pytest.raises(ValueError, match="age_direction.method=probes with perception.runtime=onnxruntime"):
+        LatentAgeEnv(fake(Frozen(), torch.device("cpu"), 100), {"num_envs": 1}, reward())
+
+
+def test_reset_to_checks_its_inputs(world):
+    env = make_env(world, auto_reset=False)
+    with pytest.raises(ValueError, match=r"start_latents must be \[num_envs, latent_dim\] = \(4, 100\)"):
+        env.reset_to(torch.zeros(3, 100), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"target ages must lie in the age model's range \[0, 80\]"):
+        env.reset_to(torch.zeros(4, 100), torch.tensor([20.0, 30.0, 40.0, 95.0]))
+
+
+def test_target_sampling_is_reproducible_and_in_range():
+    cfg = TargetConfig(mode="absolute", min_age=25, max_age=35)
+    a = cfg.sample(torch.zeros(64), torch.Generator().manual_seed(1))
+    b = cfg.sample(torch.zeros(64), torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.min() >= 25 and a.max() <= 35
+
+
+def test_a_single_episode_passes_gymnasiums_env_checker(world):
+    env = LatentAgeGymEnv(world, {"max_steps": 3}, reward(), render_mode="rgb_array")
+    check_env(env, skip_render_check=False)
+    obs, info = env.reset(seed=5)
+    assert obs.shape == env.observation_space.shape and 0 <= info["target"] <= 80
+    _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+    assert env.render().shape == (64, 64, 3)
