@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import torch
@@ -29,3 +30,18 @@ def compose_config(name: str, overrides: list[str] | tuple[str, ...] = ()):
 
     with initialize_config_dir(CONFIG_DIR, version_base=None):
         return compose(name, overrides=list(overrides))
+
+
+def git_commit() -> str:
+    """Short commit of the checkout the configs come from ("unknown" outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=CONFIG_DIR,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"

@@ -9,7 +9,7 @@ The run directory (``runs/<run_name>/``, Hydra's output dir) ends up holding:
 * ``wandb/offline-run-*`` — the same run for Weights & Biases (``wandb sync`` uploads it).
 * ``edit_grid.png`` — held-out faces (rows) edited towards each evaluation target (columns).
 * ``summary.md`` / ``eval.csv`` — success rate, age error and identity similarity on the held-out faces.
-* ``.hydra/`` — the resolved config and overrides.
+* ``config.yaml`` — the resolved config (``.hydra/`` also holds Hydra's overrides when run from the CLI).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import secrets
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from rich.console import Console
 from agelatent.agent.sac import SACConfig, SACModule
 from agelatent.env.latent_age import LatentAgeEnv, LatentAgeEnvConfig
 from agelatent.env.rewards import Reward
-from agelatent.jobs import CONFIG_DIR
+from agelatent.jobs import CONFIG_DIR, git_commit
 from agelatent.world import build_world
 
 log = logging.getLogger(__name__)
@@ -176,19 +175,6 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(CONFIG_DIR).parent,
-            capture_output=True,
-            text=True,
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def make_loggers(cfg: DictConfig, run_dir: Path, run_name: str) -> list:
     loggers: list = [ResumableCSVLogger(run_dir, name="", version="")]
     if cfg.wandb.mode != "disabled":
@@ -201,7 +187,7 @@ def make_loggers(cfg: DictConfig, run_dir: Path, run_name: str) -> list:
                 save_dir=str(run_dir),
                 project=cfg.wandb.project,
                 group=group,
-                tags=[f"commit:{_git_commit()}", *cfg.wandb.tags],
+                tags=[f"commit:{git_commit()}", *cfg.wandb.tags],
                 offline=cfg.wandb.mode == "offline",
                 config=OmegaConf.to_container(cfg, resolve=True),
                 id=_wandb_id(run_dir),
@@ -241,6 +227,9 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dic
     ckpt = run_dir / "checkpoints" / CHECKPOINT_NAME
     resume_from = ckpt if (cfg.resume and ckpt.is_file()) else None
 
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # the resolved config travels with the run (evaluation rebuilds the policy's MDP from it)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     world = build_world(cfg)
     env = LatentAgeEnv(world, env_cfg, reward)
     module = SACModule(env, sac_cfg)

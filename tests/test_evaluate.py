@@ -1,0 +1,115 @@
+"""``agelatent-eval``: every editor through one protocol, with CIs, grids, an evaluator and offline W&B."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+from agelatent.cli.evaluate import run
+from agelatent.cli.train import train
+from agelatent.evaluation.metrics import bootstrap_ci
+from agelatent.jobs import compose_config
+from agelatent.reports.wandb_offline import read_offline_run
+
+
+def cfg_for(name, *overrides):
+    GlobalHydra.instance().clear()
+    return compose_config(name, ["device=cpu", *overrides])
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory, model_files):
+    root = tmp_path_factory.mktemp("policy")
+    train(
+        cfg_for("train", "profile=debug", f"runs_dir={root}", "run_name=p", "wandb.mode=disabled"), root / "p"
+    )
+    return root / "p"
+
+
+@pytest.fixture(scope="module")
+def evaluation(policy_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    cfg = cfg_for(
+        "eval",
+        f"policy={policy_dir}",
+        "faces.num=3",
+        "targets=[25,50]",
+        "evaluator=realigned",
+        "editor_settings.global_direction.num_samples=200",
+        f"out_dir={out}",
+    )
+    return out, run(cfg, out)
+
+
+def test_every_editor_is_evaluated_on_the_same_edits(evaluation):
+    out, rows = evaluation
+    assert [r["editor"] for r in rows] == [
+        "sac_policy",
+        "local_linear_walk",
+        "global_direction",
+        "gradient_descent",
+        "random_walk",
+    ]
+    for r in rows:
+        assert r["edits"] == 6
+        assert r["success_rate_low"] <= r["success_rate"] <= r["success_rate_high"]
+        assert r["world_calls_per_edit"] >= 1 and r["seconds_per_edit"] > 0
+        assert 0 <= r["evaluator_success_rate"] <= 1  # the realigned evaluator re-scored the final faces
+    with open(out / "edits.csv") as f:
+        edits = list(csv.DictReader(f))
+    assert len(edits) == 5 * 6
+    # every editor starts from the same faces with the same targets
+    by_editor = {}
+    for e in edits:
+        by_editor.setdefault(e["editor"], []).append((e["seed"], e["target"], e["start_age"]))
+    assert len({tuple(v) for v in by_editor.values()}) == 1
+    table = (out / "results.md").read_text()
+    assert (
+        table.count("\n| ") == 2 + 5
+    )  # header, separator, one row per editor and "success (evaluator)" in table
+    assert all((out / f"grid_{r['editor']}.png").is_file() for r in rows)
+
+
+def test_the_policy_runs_under_its_training_mdp(evaluation, policy_dir):
+    _, rows = evaluation
+    policy = rows[0]
+    assert policy["steps"] <= 3  # the debug profile's max_steps, taken from the run, not eval's env group
+
+
+def test_results_go_to_an_offline_wandb_run_as_a_table(evaluation):
+    out, rows = evaluation
+    (offline,) = (out / "wandb").glob("offline-run-*")
+    wb = read_offline_run(offline)
+    assert wb.group == "eval" and any(t.startswith("commit:") for t in wb.tags)
+    assert wb.summary["sac_policy/success_rate"] == pytest.approx(rows[0]["success_rate"])
+    assert any(p.name.endswith(".table.json") for p in (offline / "files" / "media").rglob("*"))
+
+
+def test_bootstrap_intervals_cover_the_mean_and_shrink_with_more_edits():
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    small = bootstrap_ci((torch.rand(20, generator=g) < 0.3).float())
+    large = bootstrap_ci((torch.rand(2000, generator=g) < 0.3).float())
+    assert small.low <= small.mean <= small.high and large.low <= 0.3 <= large.high
+    assert (large.high - large.low) < (small.high - small.low) / 4
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["editors=[sac_policy]"], "policy is null"),
+        (["editors=[teleport]"], r"editors: unknown \['teleport'\]"),
+        (["policy=/nonexistent/run", "editors=[sac_policy]"], "no checkpoint at /nonexistent/run"),
+        (
+            ["targets=[20,99]", "editors=[random_walk]"],
+            r"targets must be ages in the age model's range \[0, 80\], got \[99\]",
+        ),
+    ],
+)
+def test_bad_eval_configs_fail_before_any_work(tmp_path, overrides, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        run(cfg_for("eval", f"out_dir={tmp_path / 'o'}", *overrides), tmp_path / "o")
+    assert not (tmp_path / "o").exists()
