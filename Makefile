@@ -42,6 +42,28 @@ bench: models  ## benchmarks (JSON + console): world.score throughput by batch, 
 	$(BIN)/python experiments/bench_world.py --json results/bench/world.json
 	$(BIN)/python experiments/bench_identity.py --json results/bench/identity.json
 
+gpu-smoke: install  ## paper-grade world on CUDA, stand-in weights: throughput, SAC, eval, copy check (<5 min; no GPU: skips)
+	@mkdir -p results/bench
+	$(BIN)/python experiments/gpu_smoke.py --json results/bench/gpu_smoke.json
+
+PROFILE ?= quick
+table1: models  ## Table 1, methods comparison -> results/table1/ (PROFILE=quick: minutes on 2 CPU cores | full)
+	$(BIN)/python experiments/tables.py table1 --profile $(PROFILE) --fresh
+
+table2: models  ## Table 2, identity-threshold sweep + Pareto plot -> results/table2/
+	$(BIN)/python experiments/tables.py table2 --profile $(PROFILE) --fresh
+
+table3: models  ## Table 3, reward-term ablation -> results/table3/
+	$(BIN)/python experiments/tables.py table3 --profile $(PROFILE) --fresh
+
+table4: models  ## Table 4, target conditioning x action parameterisation -> results/table4/
+	$(BIN)/python experiments/tables.py table4 --profile $(PROFILE) --fresh
+
+figures: models  ## edit grids (faces x target ages) for the table-1 policy and the baselines -> results/figures/
+	$(BIN)/python experiments/tables.py figures --profile $(PROFILE) --fresh
+
+tables: table1 table2 table3 table4 figures  ## every table and figure
+
 test: models  ## the CI suite: every test, slow ones included (GPU tests skip without CUDA)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -63,4 +85,4 @@ clean:  ## remove caches and sample outputs (keeps .venv, runs/ and the model ca
 
 ARGS ?=
 
-.PHONY: help install models sample train bench test test-quick test-full lint format clean
+.PHONY: help install models sample train bench gpu-smoke table1 table2 table3 table4 figures tables test test-quick test-full lint format clean

@@ -15,12 +15,14 @@ The run directory (``runs/<run_name>/``, Hydra's output dir) ends up holding:
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
 import secrets
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -181,9 +183,10 @@ def make_loggers(cfg: DictConfig, run_dir: Path, run_name: str) -> list:
         group = cfg.wandb.group
         if group is None:
             group = Path(HydraConfig.get().sweep.dir).name if _is_multirun() else run_name
+        name = f"{group}-{run_name}" if _is_multirun() else run_name  # multirun job dirs are numbered
         loggers.append(
             L.pytorch.loggers.WandbLogger(
-                name=run_name,
+                name=name,
                 save_dir=str(run_dir),
                 project=cfg.wandb.project,
                 group=group,
@@ -280,6 +283,7 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dic
         wandb_logger.experiment.summary.update({f"eval/{k}": v for k, v in summary.items() if _is_number(v)})
         wandb_logger.experiment.log({"eval/edit_grid": wandb.Image(str(run_dir / "edit_grid.png"))})
         wandb_logger.experiment.finish()
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     console.print(
         f"[bold green]done[/] in {seconds / 60:.1f} min: held-out success {summary['success_rate']:.2f}, "
         f"|age error| {summary['age_error']:.1f} y, identity similarity {summary['similarity']:.2f} "
@@ -294,7 +298,13 @@ def _is_number(v) -> bool:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        train(cfg, run_dir)
+    except Exception:
+        # in a multirun the other jobs go on; this file records why this one failed
+        (run_dir / "FAILED.txt").write_text(traceback.format_exc())
+        raise
 
 
 if __name__ == "__main__":

@@ -1,0 +1,238 @@
+"""Reproduce the results tables from scratch: ``make table1 PROFILE=quick`` runs ``python experiments/tables.py
+table1 --profile quick``.
+
+Each table trains what it needs with ``agelatent-train`` (a Hydra multirun over ``conf/experiment/<table>.yaml``
+where it sweeps), evaluates the trained policies with the evaluation protocol (``agelatent.evaluation``), and
+writes ``results/<table>/<table>.md`` + ``.csv`` (plus plots/grids). Profiles:
+
+* ``quick``: ``profile=quick`` training runs (4k env steps, about a minute each on 2 CPU cores) and a small
+  evaluation (8 held-out faces x 3 targets). Trends only: CIs are wide.
+* ``full``: the default training profile (40k env steps, ~15 min each on 2 CPU cores, much less on a GPU)
+  and 64 held-out faces x 5 targets.
+
+Tables:
+    table1   methods comparison: SAC policy vs local-linear walk, global direction, gradient descent, random walk
+    table2   identity-threshold sweep (hard bound 0.4/0.5/0.6) with a Pareto plot (age error vs identity)
+    table3   reward-term ablation (one term off per run)
+    table4   target conditioning (absolute/relative) x action parameterisation (full/local_linear)
+    figures  edit grids (faces x target ages) of the table-1 policy and the baselines
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+
+from agelatent.evaluation.protocol import evaluate, write_table
+from agelatent.jobs import compose_config
+
+PROFILES = {
+    "quick": {"train": "quick", "faces": 8, "targets": [20, 40, 60], "direction_samples": 1000},
+    "full": {"train": "default", "faces": 64, "targets": [20, 30, 40, 50, 60], "direction_samples": 3000},
+}
+TRAIN = [sys.executable, "-m", "agelatent.cli.train"]
+
+
+def _run(cmd: list[str]) -> int:
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, env=os.environ | {"HYDRA_FULL_ERROR": "1"}).returncode
+
+
+def _eval_cfg(profile: dict, out_dir: Path, policy: Path | None, editors: list[str], *extra: str):
+    overrides = [
+        f"out_dir={out_dir}",
+        f"faces.num={profile['faces']}",
+        f"targets=[{','.join(str(t) for t in profile['targets'])}]",
+        f"editors=[{','.join(editors)}]",
+        f"editor_settings.global_direction.num_samples={profile['direction_samples']}",
+        "wandb.mode=disabled",
+        *extra,
+    ]
+    if policy is not None:
+        overrides.append(f"policy={policy}")
+    return compose_config("eval", overrides)
+
+
+def _sweep(table: str, profile: dict, out: Path, *extra: str) -> list[tuple[Path, list[str]]]:
+    """Multirun ``conf/experiment/<table>.yaml``; returns (job dir, overrides) per job, failed ones included."""
+    sweep_dir = out / "runs"
+    code = _run(
+        [
+            *TRAIN,
+            "-m",
+            f"experiment={_experiment(table)}",
+            f"profile={profile['train']}",
+            f"hydra.sweep.dir={sweep_dir}",
+            f"wandb.group={table}",
+            *extra,
+        ]
+    )
+    jobs = []
+    for job in sorted(
+        (p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+    ):
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        jobs.append(
+            (job, [o for o in overrides if not o.startswith(("+experiment", "profile", "wandb.group"))])
+        )
+    if code:
+        print(f"{table}: some training jobs failed (see FAILED.txt in their run dirs); tabulating the rest")
+    return jobs
+
+
+def _experiment(table: str) -> str:
+    return {
+        "table1": "table1_methods",
+        "table2": "table2_identity",
+        "table3": "table3_reward_ablation",
+        "table4": "table4_conditioning",
+    }[table]
+
+
+def _failed(job: Path) -> bool:
+    return (job / "FAILED.txt").is_file() or not (job / "checkpoints" / "last.ckpt").is_file()
+
+
+def table1(profile: dict, out: Path) -> None:
+    runs = out / "runs"
+    code = _run(
+        [
+            *TRAIN,
+            f"experiment={_experiment('table1')}",
+            f"profile={profile['train']}",
+            f"runs_dir={runs}",
+            "wandb.group=table1",
+        ]
+    )
+    if code:
+        raise SystemExit(f"table1: training failed (exit {code}); see {runs}/table1_policy/FAILED.txt")
+    rows = evaluate(
+        _eval_cfg(profile, out / "eval", runs / "table1_policy", list(_all_editors())), out / "eval"
+    )
+    write_table(rows, out / "table1", title="Table 1: editing methods on held-out faces")
+
+
+def _all_editors():
+    return ("sac_policy", "local_linear_walk", "global_direction", "gradient_descent", "random_walk")
+
+
+def table2(profile: dict, out: Path) -> None:
+    rows: list[dict[str, Any]] = []
+    for job, overrides in _sweep("table2", profile, out):
+        if _failed(job):
+            rows.append({"setting": " ".join(overrides), "editor": "FAILED"})
+            continue
+        bound = OmegaConf.load(job / "config.yaml").identity.hard_bound
+        editors = ["sac_policy", "local_linear_walk", "global_direction"]
+        for r in evaluate(_eval_cfg(profile, out / "eval" / job.name, job, editors), out / "eval" / job.name):
+            rows.append({"setting": f"hard bound {bound:g}", **r})
+    write_table(rows, out / "table2", title="Table 2: identity-threshold sweep", key="setting")
+    _pareto(rows, out / "table2_pareto.png")
+
+
+def _pareto(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for editor in dict.fromkeys(r["editor"] for r in rows if r["editor"] != "FAILED"):
+        pts = [r for r in rows if r["editor"] == editor]
+        ax.errorbar(
+            [r["similarity"] for r in pts],
+            [r["age_error"] for r in pts],
+            yerr=[
+                [r["age_error"] - r["age_error_low"] for r in pts],
+                [r["age_error_high"] - r["age_error"] for r in pts],
+            ],
+            marker="o",
+            capsize=3,
+            label=editor,
+        )
+        for r in pts:
+            ax.annotate(
+                r["setting"].replace("hard bound ", "b="), (r["similarity"], r["age_error"]), fontsize=7
+            )
+    ax.set_xlabel("identity similarity to the start face (higher is better)")
+    ax.set_ylabel("final age error, years (lower is better)")
+    ax.set_title("Age error vs identity across hard bounds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _policy_table(table: str, title: str, profile: dict, out: Path) -> None:
+    rows: list[dict[str, Any]] = []
+    for job, overrides in _sweep(table, profile, out):
+        setting = " ".join(overrides) or "(defaults)"
+        if _failed(job):
+            rows.append({"setting": setting, "editor": "FAILED"})
+            continue
+        (r,) = evaluate(
+            _eval_cfg(profile, out / "eval" / job.name, job, ["sac_policy"]), out / "eval" / job.name
+        )
+        rows.append({"setting": setting, **r})
+    write_table(rows, out / table, title=title, key="setting")
+
+
+def figures(profile: dict, out: Path, results: Path) -> None:
+    policy = results / "table1" / "runs" / "table1_policy"
+    if not (policy / "checkpoints" / "last.ckpt").is_file():
+        print("figures: training the table-1 policy first")
+        table1(profile, results / "table1")
+    cfg = _eval_cfg(
+        profile | {"faces": 6},
+        out / "eval",
+        policy,
+        list(_all_editors()),
+        "targets=[20,30,40,50,60]",
+        "grid_faces=6",
+    )
+    evaluate(cfg, out / "eval")
+    for png in (out / "eval").glob("grid_*.png"):
+        shutil.copy(png, out / png.name.replace("grid_", "edits_"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("table", choices=["table1", "table2", "table3", "table4", "figures"])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--fresh", action="store_true", help="delete the table's previous outputs first")
+    args = parser.parse_args()
+    profile = PROFILES[args.profile]
+    out = args.results / args.table
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.table == "table1":
+        table1(profile, out)
+    elif args.table == "table2":
+        table2(profile, out)
+    elif args.table == "table3":
+        _policy_table("table3", "Table 3: reward-term ablation (SAC policy)", profile, out)
+    elif args.table == "table4":
+        _policy_table(
+            "table4", "Table 4: target conditioning x action parameterisation (SAC policy)", profile, out
+        )
+    else:
+        figures(profile, out, args.results)
+    for md in sorted(out.glob("*.md")):
+        print(md.read_text())
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
