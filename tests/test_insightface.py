@@ -1,13 +1,11 @@
 """The insightface perception (paper-grade world) against insightface itself, on tiny random-weight stand-ins.
 
-The real ``w600k_r50.onnx`` / ``genderage.onnx`` cannot be fetched here, so the tests build ONNX files with the
-same interfaces: ArcFace ``'input.1' [None, 3, 112, 112] -> '683' [None, 512]`` (a PyTorch export: no Sub/Mul
-among the first nodes, so insightface normalises with 127.5/127.5); genderage ``'data' [None, 3, 96, 96] ->
-'fc1' [1, 3]`` as MXNet exported it (first node ``bn_data``, weights also listed as graph inputs, so insightface
-feeds raw 0..255 pixels), plus a PyTorch-style genderage (insightface: 127.5/128). The tensor names are the ones
-usually reported for buffalo_l (not verifiable here); the perception reads names from the file, so nothing depends
-on them. Every number the perception produces is compared with what insightface's own ``norm_crop`` +
-``ArcFaceONNX.get_feat`` and ``Attribute.get`` compute on the same images.
+The real ``w600k_r50.onnx`` / ``genderage.onnx`` cannot be fetched here, so the tests use ONNX files with the
+same interfaces, written by :mod:`agelatent.testing.standins` (see its docstring for the layouts): an ArcFace
+PyTorch export ``'input.1' [None, 3, 112, 112] -> '683' [None, 512]`` and genderage ``'data' [None, 3, 96, 96] ->
+'fc1' [1, 3]`` both as MXNet exported it (normalising inside) and PyTorch-style. The perception reads tensor
+names from the file, so nothing depends on them. Every number the perception produces is compared with what
+insightface's own ``norm_crop`` + ``ArcFaceONNX.get_feat`` and ``Attribute.get`` compute on the same images.
 """
 
 from __future__ import annotations
@@ -15,13 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from insightface.app.common import Face
 from insightface.model_zoo import ArcFaceONNX, Attribute, get_model
 from insightface.utils import face_align
-from onnx import TensorProto, helper, numpy_helper
 
 from agelatent.perception.embedded import NonFiniteScoresError
 from agelatent.perception.insightface_models import (
@@ -35,6 +31,7 @@ from agelatent.perception.insightface_models import (
     arcface_alignment_matrix,
     genderage_crop_matrix,
 )
+from agelatent.testing.standins import arcface_stand_in, genderage_stand_in
 from agelatent.world.base import FaceScores
 
 # insightface's estimate_norm calls skimage's deprecated SimilarityTransform.estimate.
@@ -51,80 +48,7 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-# --- Stand-in models ----------------------------------------------------------------------------------------
-def _save(path, nodes, inputs, outputs, weights, *, weights_as_inputs: bool = False) -> str:
-    initializers = [numpy_helper.from_array(np.asarray(a, np.float32), name) for name, a in weights.items()]
-    if weights_as_inputs:  # the MXNet exporter's layout (ONNX IR < 4 style)
-        inputs = inputs + [
-            helper.make_tensor_value_info(n, TensorProto.FLOAT, a.shape) for n, a in weights.items()
-        ]
-    graph = helper.make_graph(nodes, "stand_in", inputs, outputs, initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=6)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return str(path)
-
-
-def arcface_stand_in(path, *, size: int = 112, width: int = 512, seed: int = 0) -> str:
-    """PyTorch-export-like ArcFace: Conv/PRelu/Flatten/Gemm, 'input.1' [None,3,S,S] -> '683' [None,width]."""
-    rng = np.random.default_rng(seed)
-    cells = (size // 8) ** 2
-    weights = {
-        "conv_w": rng.normal(0, 0.05, (8, 3, 8, 8)),
-        "conv_b": rng.normal(0, 0.1, 8),
-        "prelu_slope": np.full((8, 1, 1), 0.25),
-        "fc_w": rng.normal(0, 0.03, (width, 8 * cells)),
-        "fc_b": rng.normal(0, 0.01, width),
-    }
-    nodes = [
-        helper.make_node(
-            "Conv", ["input.1", "conv_w", "conv_b"], ["c"], "Conv_0", kernel_shape=[8, 8], strides=[8, 8]
-        ),
-        helper.make_node("PRelu", ["c", "prelu_slope"], ["p"], "PRelu_1"),
-        helper.make_node("Flatten", ["p"], ["f"], "Flatten_2", axis=1),
-        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["683"], "Gemm_3", transB=1),
-    ]
-    inputs = [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["None", 3, size, size])]
-    outputs = [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["None", width])]
-    return _save(path, nodes, inputs, outputs, weights)
-
-
-def genderage_stand_in(
-    path, *, mxnet: bool = True, outputs_width: int = 3, size: int = 96, seed: int = 1
-) -> str:
-    """genderage-like: 'data' [None,3,96,96] -> 'fc1' [1,width]; ``mxnet`` = normalises inside (bn_data)."""
-    rng = np.random.default_rng(seed)
-    weights = {
-        "conv0_weight": rng.normal(0, 0.05, (8, 3, 8, 8)),
-        "fc1_weight": rng.normal(0, 0.05, (outputs_width, 8 * (size // 8) ** 2)),
-        "fc1_bias": np.linspace(-0.2, 0.3, outputs_width),
-    }
-    nodes = []
-    first = "data"
-    if mxnet:
-        weights |= {
-            "bn_data_gamma": np.ones(3),
-            "bn_data_beta": np.zeros(3),
-            "bn_data_moving_mean": np.full(3, 127.5),
-            "bn_data_moving_var": np.full(3, 128.0**2),
-        }
-        names = ["data", "bn_data_gamma", "bn_data_beta", "bn_data_moving_mean", "bn_data_moving_var"]
-        nodes.append(helper.make_node("BatchNormalization", names, ["bn_data"], "bn_data", epsilon=2e-5))
-        first = "bn_data"
-    prefix = "" if mxnet else "_"  # PyTorch-export-like names: "Conv_0", ...
-    nodes += [
-        helper.make_node(
-            "Conv", [first, "conv0_weight"], ["conv0"], f"{prefix}conv0", kernel_shape=[8, 8], strides=[8, 8]
-        ),
-        helper.make_node("Relu", ["conv0"], ["relu0"], f"{prefix}relu0"),
-        helper.make_node("Flatten", ["relu0"], ["flat"], f"{prefix}flatten0"),
-        helper.make_node("Gemm", ["flat", "fc1_weight", "fc1_bias"], ["fc1"], f"{prefix}fc1", transB=1),
-    ]
-    inputs = [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["None", 3, size, size])]
-    outputs = [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, [1, outputs_width])]
-    return _save(path, nodes, inputs, outputs, weights, weights_as_inputs=mxnet)
-
-
+# --- Stand-in models (agelatent.testing.standins) -------------------------------------------------------
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("insightface")

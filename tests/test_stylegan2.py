@@ -2,8 +2,8 @@
 matches a plain, per-sample re-statement of the reference math, written here from the format's key names.
 
 The real FFHQ weights are not obtainable here, so checkpoints are random weights saved in exactly that
-format (``torch.save({"g_ema": state_dict, "latent_avg": ...})``), with key names and shapes listed below
-independently of the module under test.
+format (``torch.save({"g_ema": state_dict, "latent_avg": ...})``) by :mod:`agelatent.testing.standins`, whose
+key names and shapes are listed from the format independently of the module under test.
 """
 
 from __future__ import annotations
@@ -28,90 +28,27 @@ from agelatent.generators.stylegan2 import (
 )
 from agelatent.jobs import CONFIG_DIR
 from agelatent.store import ModelFileError
+from agelatent.testing.standins import (
+    BLUR_4X4,
+    LR_MLP,
+    random_stylegan2_state,
+    save_stylegan2_checkpoint,
+    stylegan2_shapes,
+)
 
 SIZE, STYLE_DIM, N_MLP = 32, 64, 2
 CHANNELS = {4: 32, 8: 32, 16: 16, 32: 8}  # reduced widths: the format fixes names, not widths
 N_LATENT = 2 * int(math.log2(SIZE)) - 2
-BLUR_4X4 = np.outer([1, 3, 3, 1], [1, 3, 3, 1]) / 64.0  # make_kernel([1, 3, 3, 1])
-LR_MLP = 0.01
-
-
-# ------------------------------------------------------------------------------------------ the format
-
-
-def format_shapes(size: int, style_dim: int, n_mlp: int, channels: dict[int, int]) -> dict[str, tuple]:
-    """Every key of a rosinality ``Generator.state_dict()`` with its shape."""
-    keys: dict[str, tuple] = {}
-    for i in range(1, n_mlp + 1):  # style.0 is PixelNorm
-        keys[f"style.{i}.weight"] = (style_dim, style_dim)
-        keys[f"style.{i}.bias"] = (style_dim,)
-    keys["input.input"] = (1, channels[4], 4, 4)
-
-    def styled(prefix: str, c_in: int, c_out: int, up: bool) -> None:
-        keys[f"{prefix}.conv.weight"] = (1, c_out, c_in, 3, 3)
-        keys[f"{prefix}.conv.modulation.weight"] = (c_in, style_dim)
-        keys[f"{prefix}.conv.modulation.bias"] = (c_in,)
-        if up:
-            keys[f"{prefix}.conv.blur.kernel"] = (4, 4)
-        keys[f"{prefix}.noise.weight"] = (1,)
-        keys[f"{prefix}.activate.bias"] = (c_out,)
-
-    def to_rgb(prefix: str, c_in: int, up: bool) -> None:
-        keys[f"{prefix}.conv.weight"] = (1, 3, c_in, 1, 1)
-        keys[f"{prefix}.conv.modulation.weight"] = (c_in, style_dim)
-        keys[f"{prefix}.conv.modulation.bias"] = (c_in,)
-        keys[f"{prefix}.bias"] = (1, 3, 1, 1)
-        if up:
-            keys[f"{prefix}.upsample.kernel"] = (4, 4)
-
-    styled("conv1", channels[4], channels[4], False)
-    to_rgb("to_rgb1", channels[4], False)
-    log_size = int(math.log2(size))
-    for k in range(2 * (log_size - 2) + 1):
-        res = 4 * 2 ** ((k + 1) // 2)
-        keys[f"noises.noise_{k}"] = (1, 1, res, res)
-    for level in range(log_size - 2):
-        res = 8 * 2**level
-        styled(f"convs.{2 * level}", channels[res // 2], channels[res], True)
-        styled(f"convs.{2 * level + 1}", channels[res], channels[res], False)
-        to_rgb(f"to_rgbs.{level}", channels[res], True)
-    return keys
-
-
-def random_state(shapes: dict[str, tuple], seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights with the reference's storage conventions (mapping stored as N(0,1)/lr_mul, etc.)."""
-    gen = torch.Generator().manual_seed(seed)
-    rand = lambda shape, std=1.0, mean=0.0: torch.randn(shape, generator=gen) * std + mean
-    state = {}
-    for key, shape in shapes.items():
-        if key.endswith("kernel"):
-            state[key] = torch.tensor(BLUR_4X4 * 4, dtype=torch.float32)  # both kernels carry gain 4
-        elif key.startswith("style.") and key.endswith("weight"):
-            state[key] = rand(shape, 1 / LR_MLP)
-        elif key.endswith("modulation.bias"):
-            state[key] = rand(shape, 0.1, 1.0)  # initialised to 1 in the reference
-        elif key.endswith("bias") or key.endswith("noise.weight"):
-            state[key] = rand(shape, 0.1)
-        else:
-            state[key] = rand(shape)
-    return state
-
-
-def save_checkpoint(path, state, **extra):
-    torch.save(
-        {"g_ema": state, "latent_avg": torch.randn(next(iter(state.values())).shape[-1]), **extra}, path
-    )
-    return path
 
 
 @pytest.fixture(scope="module")
 def small_state():
-    return random_state(format_shapes(SIZE, STYLE_DIM, N_MLP, CHANNELS))
+    return random_stylegan2_state(stylegan2_shapes(SIZE, STYLE_DIM, N_MLP, CHANNELS))
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory, small_state):
-    return save_checkpoint(tmp_path_factory.mktemp("sg2") / "g.pt", small_state)
+    return save_stylegan2_checkpoint(tmp_path_factory.mktemp("sg2") / "g.pt", small_state)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -280,7 +217,7 @@ def test_the_module_has_exactly_the_format_keys_and_shapes_at_1024_config_f():
     with torch.device("meta"):
         model = StyleGAN2Generator(1024, 512, 8, channel_multiplier=2)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    assert shapes == format_shapes(1024, 512, 8, standard_channels(1024, 2))
+    assert shapes == stylegan2_shapes(1024, 512, 8, standard_channels(1024, 2))
     # NVIDIA's published parameter count of the config-f FFHQ generator
     assert sum(p.numel() for p in model.parameters()) == 30_370_060
     assert model.n_latent == 18 and model.num_layers == 17
@@ -288,7 +225,7 @@ def test_the_module_has_exactly_the_format_keys_and_shapes_at_1024_config_f():
 
 @pytest.mark.parametrize(("size", "multiplier"), [(1024, 2), (256, 1), (512, 2), (64, 1)])
 def test_architecture_is_inferred_from_the_state_dict(size, multiplier):
-    shapes = format_shapes(size, 512, 8, standard_channels(size, multiplier))
+    shapes = stylegan2_shapes(size, 512, 8, standard_channels(size, multiplier))
     state = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
     arch = infer_architecture(state)
     assert (arch["size"], arch["style_dim"], arch["n_mlp"]) == (size, 512, 8)
@@ -310,7 +247,9 @@ def test_checkpoint_round_trips_strictly(ckpt, small_state, tmp_path):
     for key, value in small_state.items():
         torch.testing.assert_close(saved[key], value, rtol=0, atol=0)
     latents = torch.randn(2, model.latent_dim, generator=torch.Generator().manual_seed(3))
-    again = StyleGAN2Generator.from_checkpoint(save_checkpoint(tmp_path / "again.pt", saved), "w+", 1.0)
+    again = StyleGAN2Generator.from_checkpoint(
+        save_stylegan2_checkpoint(tmp_path / "again.pt", saved), "w+", 1.0
+    )
     torch.testing.assert_close(again(latents), model(latents), rtol=0, atol=0)
 
 
@@ -335,7 +274,7 @@ def test_missing_or_extra_keys_are_named(tmp_path, small_state, edit):
     if edit in ("extra", "both"):
         state["convs.3.noise.strength"] = torch.zeros(1)
     with pytest.raises(ValueError, match="unexpected keys|missing keys") as err:
-        StyleGAN2Generator.from_checkpoint(save_checkpoint(tmp_path / "bad.pt", state))
+        StyleGAN2Generator.from_checkpoint(save_stylegan2_checkpoint(tmp_path / "bad.pt", state))
     message = str(err.value)
     assert ("convs.3.noise.weight" in message) == (edit in ("drop", "both"))
     assert ("convs.3.noise.strength" in message) == (edit in ("extra", "both"))
@@ -344,7 +283,7 @@ def test_missing_or_extra_keys_are_named(tmp_path, small_state, edit):
 def test_a_wrong_shape_is_named(tmp_path, small_state):
     state = dict(small_state, **{"to_rgbs.1.bias": torch.zeros(1, 4, 1, 1)})
     with pytest.raises(ValueError, match=r"to_rgbs\.1\.bias \(1, 4, 1, 1\) \(expected \(1, 3, 1, 1\)\)"):
-        StyleGAN2Generator.from_checkpoint(save_checkpoint(tmp_path / "bad.pt", state))
+        StyleGAN2Generator.from_checkpoint(save_stylegan2_checkpoint(tmp_path / "bad.pt", state))
 
 
 def test_file_without_g_ema_names_what_it_has(tmp_path, small_state):
@@ -373,7 +312,9 @@ def test_unreadable_file_is_a_model_file_error(tmp_path):
 
 def test_training_checkpoint_with_argparse_options_loads(tmp_path, small_state):
     # rosinality's train.py saves {"g", "d", "g_ema", ..., "args": argparse.Namespace}
-    path = save_checkpoint(tmp_path / "010000.pt", small_state, args=argparse.Namespace(size=SIZE, r1=10.0))
+    path = save_stylegan2_checkpoint(
+        tmp_path / "010000.pt", small_state, args=argparse.Namespace(size=SIZE, r1=10.0)
+    )
     assert StyleGAN2Generator.from_checkpoint(path).resolution == SIZE
 
 
@@ -494,8 +435,8 @@ def test_hydra_config_builds_the_generator_and_requires_a_path(ckpt):
 
 
 def test_a_256px_standard_width_generator_loads_without_arguments_and_runs(tmp_path):
-    shapes = format_shapes(256, 512, 8, standard_channels(256, 1))
-    path = save_checkpoint(tmp_path / "g256.pt", random_state(shapes, seed=6))
+    shapes = stylegan2_shapes(256, 512, 8, standard_channels(256, 1))
+    path = save_stylegan2_checkpoint(tmp_path / "g256.pt", random_stylegan2_state(shapes, seed=6))
     model = StyleGAN2Generator.from_checkpoint(
         path, latent_space="w", truncation=0.7, mean_latent_samples=512
     )
