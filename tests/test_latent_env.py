@@ -37,7 +37,7 @@ def make_env(world, auto_reset=True, **overrides) -> LatentAgeEnv:
 def test_steps_follow_the_batched_protocol_and_auto_reset(world):
     env = make_env(world)
     obs = env.reset(seed=3)
-    assert obs.shape == (4, env.observation_dim) == (4, 2 * 100 + 7)
+    assert obs.shape == (4, env.observation_dim) == (4, 2 * 100 + 9)
     assert env.action_dim == 1 + 4
     ended = 0
     for _ in range(6):
@@ -176,7 +176,7 @@ def test_full_actions_scale_to_the_step_size(world):
         action={"mode": "full", "full_step_size": 0.05},
         typical_set=False,
     )
-    assert env.action_dim == 100 and env.observation_dim == 2 * 100 + 6
+    assert env.action_dim == 100 and env.observation_dim == 2 * 100 + 8
     env.reset_to(world.sample_latents([5, 6]), torch.tensor([30.0, 50.0]))
     actions = torch.ones(2, 100)
     env.step(actions)

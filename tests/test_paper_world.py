@@ -162,7 +162,7 @@ def test_local_linear_env_with_autograd_directions(torch_world):
         reward(),
     )
     obs = env.reset(seed=0)
-    assert obs.shape == (3, 2 * STYLE_DIM + 7) and env.action_dim == 3
+    assert obs.shape == (3, 2 * STYLE_DIM + 9) and env.action_dim == 3
     # ĝ is the true local age gradient: a small step along it changes age as linearised.
     grad = env.grad.clone()
     assert torch.isfinite(grad).all() and (grad.norm(dim=1) > 0).all()
@@ -185,7 +185,7 @@ def test_full_action_env_on_the_onnxruntime_world(world):
         world, {"num_envs": 3, "max_steps": 2, "action": {"mode": "full", "num_corrections": 0}}, reward()
     )
     obs = env.reset(seed=1)
-    assert obs.shape == (3, 2 * STYLE_DIM + 6) and env.action_dim == STYLE_DIM
+    assert obs.shape == (3, 2 * STYLE_DIM + 8) and env.action_dim == STYLE_DIM
     z0 = env.z.clone()
     result = env.step(torch.ones(3, STYLE_DIM))
     check_step_result(env, result)

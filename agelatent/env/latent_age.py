@@ -2,8 +2,9 @@
 
 State (observation, float32, in this order; ``d`` = latent dim):
 
-* ``z`` (``d``): the current latent (standard-normal prior, so already unit-scaled);
-* ``(z - z0) * offset_scale`` (``d``): how far the edit has moved from the start face;
+* with ``observe_latent`` (default): ``z`` (``d``, the current latent; standard-normal prior, so already
+  unit-scaled) and ``(z - z0) * offset_scale`` (``d``): how far the edit has moved from the start face;
+* ``‖z - z0‖`` and ``10 (‖z‖/√d - 1)``: the size of the edit and its distance from the prior's shell;
 * ``(target - 40) / 20``, ``(age - 40) / 20``, ``(target - age) / 20``: target and current age;
 * ``similarity`` and ``(similarity - hard_bound) / (1 - hard_bound)``: identity to the start face;
 * ``t / max_steps``: the step fraction;
@@ -98,6 +99,7 @@ class LatentAgeEnvConfig:
     typical_set: bool = True
     typical_set_tolerance: float = 0.1
     offset_scale: float = 5.0
+    observe_latent: bool = True  # include z and z - z0 in the observation (else only their norms)
     action: ActionConfig = field(default_factory=ActionConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
@@ -165,7 +167,7 @@ class LatentAgeEnv:
                 "use age_direction.method=probes with perception.runtime=onnxruntime"
             )
         self.action_dim = 1 + cfg.action.num_corrections if self.local_linear else d
-        self.observation_dim = 2 * d + 6 + (1 if self.local_linear else 0)
+        self.observation_dim = (2 * d if cfg.observe_latent else 0) + 8 + (1 if self.local_linear else 0)
         basis = torch.randn(
             max(cfg.action.num_corrections, 1),
             d,
@@ -271,9 +273,11 @@ class LatentAgeEnv:
     def observation(self) -> torch.Tensor:
         cfg = self.cfg
         bound = cfg.identity.hard_bound
-        parts = [
-            self.z,
-            (self.z - self.z0) * cfg.offset_scale,
+        offset = self.z - self.z0
+        parts = [self.z, offset * cfg.offset_scale] if cfg.observe_latent else []
+        parts += [
+            offset.norm(dim=1, keepdim=True),
+            (self.z.norm(dim=1, keepdim=True) / self._radius - 1.0) * 10.0,
             ((self.targets - AGE_CENTRE) / AGE_SCALE)[:, None],
             ((self.ages - AGE_CENTRE) / AGE_SCALE)[:, None],
             ((self.targets - self.ages) / AGE_SCALE)[:, None],
