@@ -35,8 +35,20 @@ from agelatent.evaluation.protocol import evaluate, write_table
 from agelatent.jobs import compose_config
 
 PROFILES = {
-    "quick": {"train": "quick", "faces": 8, "targets": [20, 40, 60], "direction_samples": 1000},
-    "full": {"train": "default", "faces": 64, "targets": [20, 30, 40, 50, 60], "direction_samples": 3000},
+    "quick": {
+        "name": "quick",
+        "train": "quick",
+        "faces": 8,
+        "targets": [20, 40, 60],
+        "direction_samples": 1000,
+    },
+    "full": {
+        "name": "full",
+        "train": "default",
+        "faces": 64,
+        "targets": [20, 30, 40, 50, 60],
+        "direction_samples": 3000,
+    },
 }
 TRAIN = [sys.executable, "-m", "agelatent.cli.train"]
 
@@ -117,7 +129,15 @@ def table1(profile: dict, out: Path) -> None:
     rows = evaluate(
         _eval_cfg(profile, out / "eval", runs / "table1_policy", list(_all_editors())), out / "eval"
     )
-    write_table(rows, out / "table1", title="Table 1: editing methods on held-out faces")
+    write_table(rows, out / "table1", title="Table 1: editing methods on held-out faces", note=_note(profile))
+
+
+def _note(profile: dict) -> str:
+    return (
+        f"Profile `{profile['name']}`: training `profile={profile['train']}`; {profile['faces']} held-out faces "
+        f"(seeds from 1000000) x targets {', '.join(map(str, profile['targets']))}; success = within 5 years of "
+        "the target with identity similarity >= the run's hard bound. Mean [95% bootstrap CI]."
+    )
 
 
 def _all_editors():
@@ -134,7 +154,13 @@ def table2(profile: dict, out: Path) -> None:
         editors = ["sac_policy", "local_linear_walk", "global_direction"]
         for r in evaluate(_eval_cfg(profile, out / "eval" / job.name, job, editors), out / "eval" / job.name):
             rows.append({"setting": f"hard bound {bound:g}", **r})
-    write_table(rows, out / "table2", title="Table 2: identity-threshold sweep", key="setting")
+    write_table(
+        rows,
+        out / "table2",
+        title="Table 2: identity-threshold sweep",
+        key=("setting", "editor"),
+        note=_note(profile),
+    )
     _pareto(rows, out / "table2_pareto.png")
 
 
@@ -182,7 +208,7 @@ def _policy_table(table: str, title: str, profile: dict, out: Path) -> None:
             _eval_cfg(profile, out / "eval" / job.name, job, ["sac_policy"]), out / "eval" / job.name
         )
         rows.append({"setting": setting, **r})
-    write_table(rows, out / table, title=title, key="setting")
+    write_table(rows, out / table, title=title, key="setting", note=_note(profile))
 
 
 def figures(profile: dict, out: Path, results: Path) -> None:

@@ -218,7 +218,8 @@ def write_table(
     title: str,
     env_cfg: LatentAgeEnvConfig | None = None,
     cfg=None,
-    key: str = "editor",
+    key: str | tuple[str, ...] = "editor",
+    note: str | None = None,
 ) -> None:
     """``<stem>.csv`` (every column) and ``<stem>.md`` (mean [95% CI] of the main metrics)."""
     stem = Path(stem)
@@ -233,7 +234,7 @@ def write_table(
             ("evaluator_success_rate", "success (evaluator)"),
             ("evaluator_age_error", "age error (evaluator)"),
         ]
-    lines = [f"# {title}", ""]
+    lines = [f"# {title}", ""] + ([note, ""] if note else [])
     if env_cfg is not None and cfg is not None:
         lines += [
             f"{cfg.faces.num} held-out faces (seeds from {cfg.faces.first_seed}) x targets "
@@ -242,10 +243,11 @@ def write_table(
             "Mean [95% bootstrap CI].",
             "",
         ]
-    lines.append("| " + " | ".join([key] + [label for _, label in shown]) + " |")
-    lines.append("|" + " --- |" * (len(shown) + 1))
+    keys = (key,) if isinstance(key, str) else tuple(key)
+    lines.append("| " + " | ".join([*keys] + [label for _, label in shown]) + " |")
+    lines.append("|" + " --- |" * (len(shown) + len(keys)))
     for r in rows:
-        cells = [str(r[key])]
+        cells = [str(r.get(k, "")) for k in keys]
         for k, _ in shown:
             if k not in r:
                 cells.append("")
