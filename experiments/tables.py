@@ -93,7 +93,7 @@ def _sweep(table: str, profile: dict, out: Path, *extra: str) -> list[tuple[Path
     ):
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
         jobs.append(
-            (job, [o for o in overrides if not o.startswith(("+experiment", "profile", "wandb.group"))])
+            (job, [o for o in overrides if not o.startswith(("experiment=", "profile=", "wandb.group="))])
         )
     if code:
         print(f"{table}: some training jobs failed (see FAILED.txt in their run dirs); tabulating the rest")
