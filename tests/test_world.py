@@ -65,6 +65,7 @@ def test_same_latent_scores_identically_alone_or_in_a_chunked_batch(world, score
 
 def test_networks_are_frozen_but_gradients_reach_the_latents_on_request(world):
     assert not any(p.requires_grad for p in world.parameters())
+    assert not world.training
     world.train()  # Lightning does this to submodules; a world stays in eval mode
     assert not any(m.training for m in world.modules())
 

@@ -86,6 +86,7 @@ class World(nn.Module):
         self.perception = freeze(perception)
         self.chunk_size = chunk_size
         self.to(device)
+        self.eval()
 
     @property
     def device(self) -> torch.device:
