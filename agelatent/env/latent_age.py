@@ -36,7 +36,7 @@ given faces with given targets and, with ``auto_reset=False``, freezes rows that
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -420,9 +420,6 @@ class LatentAgeEnv:
         if reset:
             self._stats = self._empty_stats()
         return out
-
-    def describe(self) -> dict[str, Any]:
-        return {"observation_dim": self.observation_dim, "action_dim": self.action_dim, **asdict(self.cfg)}
 
 
 def _detach_scores(scores):

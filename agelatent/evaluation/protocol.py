@@ -158,7 +158,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]
             summary["age_error"],
             summary["similarity"],
         )
-    _write_edits(out_dir / "edits.csv", results, seeds)
+    write_edits_csv(out_dir / "edits.csv", list(results.values()), seeds)
     write_table(
         rows,
         out_dir / "results",
@@ -184,19 +184,6 @@ def _evaluator_summary(evaluator, result: EditResult, env_cfg, cfg) -> dict[str,
         ci = bootstrap_ci(values, seed=cfg.bootstrap.seed)
         out[key], out[key + "_low"], out[key + "_high"] = ci.mean, ci.low, ci.high
     return out
-
-
-def _write_edits(path: Path, results: dict[str, EditResult], seeds: list[int]) -> None:
-    parts = []
-    for result in results.values():
-        tmp = path.with_suffix(f".{result.editor}.tmp")
-        write_edits_csv(tmp, result, seeds)
-        parts.append(tmp)
-    with open(path, "w", newline="") as out:
-        for i, part in enumerate(parts):
-            lines = part.read_text().splitlines(keepends=True)
-            out.writelines(lines if i == 0 else lines[1:])
-            part.unlink()
 
 
 TABLE_COLUMNS = (

@@ -47,7 +47,8 @@ def edit_grid(result: EditResult, num_faces: int, targets: list[float], rows: in
     return image_grid(torch.stack(images), captions, titles)
 
 
-def write_edits_csv(path: Path, result: EditResult, seeds: list[int]) -> None:
+def write_edits_csv(path: Path, results: list[EditResult], seeds: list[int]) -> None:
+    """One row per edit of every result (all over the same ``seeds`` x targets)."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
@@ -63,20 +64,21 @@ def write_edits_csv(path: Path, result: EditResult, seeds: list[int]) -> None:
                 "steps",
             ]
         )
-        for i, seed in enumerate(seeds):
-            w.writerow(
-                [
-                    result.editor,
-                    seed,
-                    f"{result.targets[i]:.1f}",
-                    f"{result.ages[0, i]:.2f}",
-                    f"{result.final_ages[i]:.2f}",
-                    f"{(result.final_ages[i] - result.targets[i]).abs():.2f}",
-                    f"{result.final_similarity[i]:.4f}",
-                    OUTCOMES[int(result.outcome[i])],
-                    int(result.steps[i]),
-                ]
-            )
+        for result in results:
+            for i, seed in enumerate(seeds):
+                w.writerow(
+                    [
+                        result.editor,
+                        seed,
+                        f"{result.targets[i]:.1f}",
+                        f"{result.ages[0, i]:.2f}",
+                        f"{result.final_ages[i]:.2f}",
+                        f"{(result.final_ages[i] - result.targets[i]).abs():.2f}",
+                        f"{result.final_similarity[i]:.4f}",
+                        OUTCOMES[int(result.outcome[i])],
+                        int(result.steps[i]),
+                    ]
+                )
 
 
 def write_training_report(
@@ -100,7 +102,7 @@ def write_training_report(
     summary.update(train_minutes=train_seconds / 60, env_steps=env_steps)
 
     edit_grid(result, ev.num_faces, targets, ev.grid_faces).save(run_dir / "edit_grid.png")
-    write_edits_csv(run_dir / "eval.csv", result, seeds)
+    write_edits_csv(run_dir / "eval.csv", [result], seeds)
     lines = [
         f"# {run_dir.name}",
         "",
