@@ -496,24 +496,9 @@ def throughput(world, runtime: str, batches: Sequence[int], budget: float, with_
 
 
 def reward():
-    from agelatent.env.rewards import (
-        AgeProgress,
-        IdentityPenalty,
-        LatentPrior,
-        Reward,
-        StepCost,
-        SuccessBonus,
-    )
+    from agelatent.testing.rewards import all_terms_reward
 
-    return Reward(
-        {
-            "age_progress": AgeProgress(1.0, 5.0),
-            "identity": IdentityPenalty(1.0, 0.6),
-            "latent_prior": LatentPrior(1.0, 0.1),
-            "step_cost": StepCost(1.0, 0.05),
-            "success": SuccessBonus(2.0),
-        }
-    )
+    return all_terms_reward()
 
 
 class Profiled:
@@ -575,7 +560,7 @@ def run_sac(world, plan: Plan, device: torch.device, workdir: Path) -> tuple[dic
     """A short SAC run on ``world`` with one profiled window of ``max_steps`` batched steps in its middle."""
     import lightning as L
 
-    from agelatent.agent.sac import SACConfig, SACModule
+    from agelatent.agent.sac import SACConfig, SACModule, sac_trainer
     from agelatent.env.latent_age import LatentAgeEnv
 
     env = LatentAgeEnv(
@@ -616,15 +601,9 @@ def run_sac(world, plan: Plan, device: torch.device, workdir: Path) -> tuple[dic
                 self.counters = (pl_module.env_steps - steps, pl_module.num_updates - updates)
 
     window = Window()
-    trainer = L.Trainer(
+    trainer = sac_trainer(
         accelerator="cuda" if device.type == "cuda" else "cpu",
         devices=[device.index or 0] if device.type == "cuda" else 1,  # the world's GPU, not just any
-        max_epochs=-1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
         log_every_n_steps=plan.max_steps,
         callbacks=[window],
     )

@@ -13,20 +13,10 @@ from agelatent.env.gym_single import LatentAgeGymEnv
 from agelatent.env.latent_age import LatentAgeEnv, LatentAgeEnvConfig
 from agelatent.env.local_linear import AgeDirectionConfig, local_age_gradient
 from agelatent.env.protocol import check_step_result
-from agelatent.env.rewards import AgeProgress, IdentityPenalty, LatentPrior, Reward, StepCost, SuccessBonus
 from agelatent.env.targets import TargetConfig
+from agelatent.testing.rewards import all_terms_reward
 
-
-def reward() -> Reward:
-    return Reward(
-        {
-            "age": AgeProgress(1.0, 5.0),
-            "identity": IdentityPenalty(1.0, 0.6),
-            "prior": LatentPrior(1.0, 0.1),
-            "step": StepCost(1.0, 0.05),
-            "success": SuccessBonus(2.0),
-        }
-    )
+reward = all_terms_reward
 
 
 def make_env(world, auto_reset=True, **overrides) -> LatentAgeEnv:

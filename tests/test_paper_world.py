@@ -7,21 +7,20 @@ formats, so everything between the config and the numbers is the code a paper-gr
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 from hydra.errors import InstantiationException
 
-from agelatent.agent.sac import SACConfig, SACModule
+from agelatent.agent.sac import SACConfig, SACModule, sac_trainer
 from agelatent.editors import LocalLinearWalk, run_edits
 from agelatent.env.latent_age import LatentAgeEnv
 from agelatent.env.protocol import check_step_result
-from agelatent.env.rewards import AgeProgress, IdentityPenalty, LatentPrior, Reward, StepCost, SuccessBonus
 from agelatent.evaluation.metrics import summarise
 from agelatent.generators import sample_latents as standard_normal
 from agelatent.generators.stylegan2 import StyleGAN2Generator
 from agelatent.jobs import compose_config
 from agelatent.perception.insightface_models import InsightFacePerception
+from agelatent.testing.rewards import all_terms_reward
 from agelatent.testing.standins import write_insightface_pack, write_stylegan2_checkpoint
 from agelatent.world import World, build_world
 
@@ -77,16 +76,7 @@ def torch_world(files):
     return paper_world(files, "perception.runtime=torch", "score_chunk=3")
 
 
-def reward() -> Reward:
-    return Reward(
-        {
-            "age": AgeProgress(1.0, 5.0),
-            "identity": IdentityPenalty(1.0, 0.6),
-            "prior": LatentPrior(1.0, 0.1),
-            "step": StepCost(1.0, 0.05),
-            "success": SuccessBonus(2.0),
-        }
-    )
+reward = all_terms_reward
 
 
 # --- the world ----------------------------------------------------------------------------------------------
@@ -224,16 +214,7 @@ def test_sac_trains_on_the_paper_world(torch_world):
     )
     module = SACModule(env, cfg)
     before = {k: v.clone() for k, v in module.actor.state_dict().items()}
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=-1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=2,
-    )
+    trainer = sac_trainer(log_every_n_steps=2)
     trainer.fit(module)
     assert module.env_steps == 32
     assert module.num_updates == 7  # one per batched step from the one that fills 8 transitions

@@ -8,11 +8,10 @@ margin for other BLAS builds and thread counts, whose rounding makes runs diverg
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 
-from agelatent.agent.sac import SACConfig, SACModule, evaluate_policy
+from agelatent.agent.sac import SACConfig, SACModule, evaluate_policy, sac_trainer
 from agelatent.env.gym_adapter import GymBoxEnv
 
 ENV_STEPS = 10_000
@@ -38,15 +37,7 @@ def test_sac_learns_pendulum_within_10k_env_steps(one_thread):
         learning_starts=1_000,
     )
     module = SACModule(GymBoxEnv("Pendulum-v1", num_envs=1), cfg)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=-1,
-    )
+    trainer = sac_trainer()
     trainer.fit(module)
     assert module.env_steps == ENV_STEPS
 

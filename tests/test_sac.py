@@ -17,7 +17,7 @@ import torch
 
 from agelatent.agent.networks import SquashedGaussianActor, TwinQ, polyak_update, squashed_gaussian_log_prob
 from agelatent.agent.replay import ReplayBuffer
-from agelatent.agent.sac import NonFiniteLossError, SACConfig, SACModule, evaluate_policy
+from agelatent.agent.sac import NonFiniteLossError, SACConfig, SACModule, evaluate_policy, sac_trainer
 from agelatent.env.gym_adapter import GymBoxEnv
 from agelatent.env.protocol import BatchedEnv, StepResult, check_step_result
 
@@ -81,17 +81,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def make_trainer(**kwargs) -> L.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=-1,
-    )
-    return L.Trainer(**{**defaults, **kwargs})
+make_trainer = sac_trainer
 
 
 def small_config(**overrides) -> SACConfig:

@@ -39,7 +39,7 @@ from agelatent.agent.networks import SquashedGaussianActor, TwinQ, polyak_update
 from agelatent.agent.replay import ReplayBuffer
 from agelatent.env.protocol import BatchedEnv, check_observation, check_step_result
 
-__all__ = ["NonFiniteLossError", "SACConfig", "SACModule", "evaluate_policy"]
+__all__ = ["NonFiniteLossError", "SACConfig", "SACModule", "evaluate_policy", "sac_trainer"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -397,3 +397,20 @@ def evaluate_policy(
     raise RuntimeError(
         f"evaluate_policy: {num_episodes} episodes did not finish within {max_batched_steps} steps"
     )
+
+
+def sac_trainer(**overrides: Any) -> L.Trainer:
+    """A Lightning ``Trainer`` for :class:`SACModule`: no epoch limit (the module stops itself after
+    ``total_env_steps``), no validation, and none of Lightning's default logger, checkpointing, progress bar
+    or model summary; ``overrides`` set those (and the accelerator) where a caller wants them."""
+    settings: dict[str, Any] = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return L.Trainer(**{**settings, **overrides})

@@ -36,7 +36,7 @@ from lightning.pytorch.loggers.csv_logs import CSVLogger, ExperimentWriter
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from agelatent.agent.sac import SACConfig, SACModule
+from agelatent.agent.sac import SACConfig, SACModule, sac_trainer
 from agelatent.env.latent_age import LatentAgeEnv, LatentAgeEnvConfig
 from agelatent.env.rewards import Reward
 from agelatent.jobs import CONFIG_DIR, git_commit
@@ -247,21 +247,14 @@ def train(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dic
         if isinstance(lg, L.pytorch.loggers.WandbLogger):  # plot everything against env steps in W&B
             lg.experiment.define_metric("env_step")
             lg.experiment.define_metric("*", step_metric="env_step")
-    trainer = L.Trainer(
+    trainer = sac_trainer(
         accelerator="cuda" if world.device.type == "cuda" else "cpu",
-        devices=1,
-        max_epochs=-1,  # the module stops itself at agent.total_env_steps
-        max_steps=-1,
         logger=loggers,
         callbacks=[
             AtomicCheckpoint(ckpt, cfg.checkpoint_every_n_steps),
             EpisodeMetrics(env, cfg.log_every_n_steps, console, sac_cfg.total_env_steps),
         ],
         log_every_n_steps=cfg.log_every_n_steps,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
     )
     start = time.perf_counter()
     steps0 = module.env_steps if resume_from is None else None
