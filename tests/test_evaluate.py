@@ -73,9 +73,14 @@ def test_every_editor_is_evaluated_on_the_same_edits(evaluation):
 
 
 def test_the_policy_runs_under_its_training_mdp(evaluation, policy_dir):
-    _, rows = evaluation
-    policy = rows[0]
-    assert policy["steps"] <= 3  # the debug profile's max_steps, taken from the run, not eval's env group
+    out, _ = evaluation
+    with open(out / "edits.csv") as f:
+        edits = list(csv.DictReader(f))
+    # the debug run's max_steps=3 (not eval's env group, 10) bounds every editor, and edits that time out
+    # do so at exactly 3 steps
+    assert max(int(e["steps"]) for e in edits) == 3
+    assert all(int(e["steps"]) == 3 for e in edits if e["outcome"] == "timeout")
+    assert any(e["outcome"] == "timeout" for e in edits)
 
 
 def test_results_go_to_an_offline_wandb_run_as_a_table(evaluation):
