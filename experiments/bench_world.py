@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from agelatent.jobs import CONFIG_DIR
+from agelatent.config import compose_config
 from agelatent.perception.align import DEFAULT_PADDING
 from agelatent.perception.onnx_models import CHIP_PADDING
 from agelatent.world import build_world
@@ -79,8 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    with initialize_config_dir(CONFIG_DIR, version_base=None):
-        cfg = compose("sample", overrides=["device=cpu", f"perception.runtime={args.runtime}"])
+    cfg = compose_config("sample", ["device=cpu", f"perception.runtime={args.runtime}"])
     world = build_world(cfg)
     results = []
     for b in args.batches:

@@ -2,13 +2,11 @@
 table1 --profile quick``.
 
 Each table trains what it needs with ``agelatent-train`` (a Hydra multirun over ``conf/experiment/<table>.yaml``
-where it sweeps), evaluates the trained policies with the evaluation protocol (``agelatent.evaluation``), and
-writes ``results/<table>/<table>.md`` + ``.csv`` (plus plots/grids). Profiles:
-
-* ``quick``: ``profile=quick`` training runs (4k env steps, about a minute each on 2 CPU cores) and a small
-  evaluation (8 held-out faces x 3 targets). Trends only: CIs are wide.
-* ``full``: the default training profile (40k env steps, ~15 min each on 2 CPU cores, much less on a GPU)
-  and 64 held-out faces x 5 targets.
+where it sweeps), evaluates the trained policies on the *test* faces with the comparison of
+:mod:`agelatent.evaluation.comparison`, and writes ``results/<table>/<table>.md`` + ``.csv`` (plus
+plots/grids). The profiles (``--profile``) are ``conf/table_profile/<name>.yaml``: which training profile
+the runs use and how many test faces and targets the evaluation takes. The whole table is one job
+(:func:`agelatent.runs.run_job`): a failure leaves ``results/<table>/FAILED.txt``.
 
 Tables:
     table1   methods comparison: SAC policy vs local-linear walk, global direction, gradient descent, random walk
@@ -31,25 +29,12 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from agelatent.evaluation.protocol import evaluate, write_table
-from agelatent.jobs import compose_config
+from agelatent.config import CONFIG_DIR, compose_config
+from agelatent.evaluation.comparison import EDITORS, evaluate
+from agelatent.reports.tables import protocol_note, write_table
+from agelatent.runs import RunDir, run_job
 
-PROFILES = {
-    "quick": {
-        "name": "quick",
-        "train": "quick",
-        "faces": 8,
-        "targets": [20, 40, 60],
-        "direction_samples": 1000,
-    },
-    "full": {
-        "name": "full",
-        "train": "default",
-        "faces": 64,
-        "targets": [20, 30, 40, 50, 60],
-        "direction_samples": 3000,
-    },
-}
+PROFILES = sorted(p.stem for p in (Path(CONFIG_DIR) / "table_profile").glob("*.yaml"))
 TRAIN = [sys.executable, "-m", "agelatent.cli.train"]
 
 
@@ -58,14 +43,13 @@ def _run(cmd: list[str]) -> int:
     return subprocess.run(cmd, env=os.environ | {"HYDRA_FULL_ERROR": "1"}).returncode
 
 
-def _eval_cfg(profile: dict, out_dir: Path, policy: Path | None, editors: list[str], *extra: str):
+def _eval_cfg(profile, policy: Path | None, editors: list[str], *extra: str):
     overrides = [
-        f"out_dir={out_dir}",
-        f"faces.num={profile['faces']}",
-        f"targets=[{','.join(str(t) for t in profile['targets'])}]",
+        f"protocol.num_faces={profile.num_faces}",
+        f"protocol.targets=[{','.join(str(t) for t in profile.targets)}]",
         f"editors=[{','.join(editors)}]",
-        f"editor_settings.global_direction.num_samples={profile['direction_samples']}",
-        "wandb.mode=disabled",
+        f"editor_settings.global_direction.num_samples={profile.direction_samples}",
+        "logger=none",
         *extra,
     ]
     if policy is not None:
@@ -73,7 +57,7 @@ def _eval_cfg(profile: dict, out_dir: Path, policy: Path | None, editors: list[s
     return compose_config("eval", overrides)
 
 
-def _sweep(table: str, profile: dict, out: Path, *extra: str) -> list[tuple[Path, list[str]]]:
+def _sweep(table: str, profile, out: Path, *extra: str) -> list[tuple[Path, list[str]]]:
     """Multirun ``conf/experiment/<table>.yaml``; returns (job dir, overrides) per job, failed ones included."""
     sweep_dir = out / "runs"
     code = _run(
@@ -81,9 +65,9 @@ def _sweep(table: str, profile: dict, out: Path, *extra: str) -> list[tuple[Path
             *TRAIN,
             "-m",
             f"experiment={_experiment(table)}",
-            f"profile={profile['train']}",
+            f"profile={profile.train_profile}",
             f"hydra.sweep.dir={sweep_dir}",
-            f"wandb.group={table}",
+            f"logger.wandb.group={table}",
             *extra,
         ]
     )
@@ -93,7 +77,14 @@ def _sweep(table: str, profile: dict, out: Path, *extra: str) -> list[tuple[Path
     ):
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
         jobs.append(
-            (job, [o for o in overrides if not o.startswith(("experiment=", "profile=", "wandb.group="))])
+            (
+                job,
+                [
+                    o
+                    for o in overrides
+                    if not o.startswith(("experiment=", "profile=", "logger.wandb.group="))
+                ],
+            )
         )
     if code:
         print(f"{table}: some training jobs failed (see FAILED.txt in their run dirs); tabulating the rest")
@@ -109,50 +100,45 @@ def _experiment(table: str) -> str:
     }[table]
 
 
-def _failed(job: Path) -> bool:
-    return (job / "FAILED.txt").is_file() or not (job / "checkpoints" / "last.ckpt").is_file()
-
-
-def table1(profile: dict, out: Path) -> None:
+def table1(profile, out: Path) -> None:
     runs = out / "runs"
     code = _run(
         [
             *TRAIN,
             f"experiment={_experiment('table1')}",
-            f"profile={profile['train']}",
-            f"runs_dir={runs}",
-            "wandb.group=table1",
+            f"profile={profile.train_profile}",
+            f"paths.runs_dir={runs}",
+            "logger.wandb.group=table1",
         ]
     )
+    policy = RunDir(runs / "table1_policy")
     if code:
-        raise SystemExit(f"table1: training failed (exit {code}); see {runs}/table1_policy/FAILED.txt")
-    rows = evaluate(
-        _eval_cfg(profile, out / "eval", runs / "table1_policy", list(_all_editors())), out / "eval"
-    )
+        raise RuntimeError(f"table1: training failed (exit {code}); see {policy.failed}")
+    rows = evaluate(_eval_cfg(profile, policy.path, list(EDITORS)), out / "eval")
     write_table(rows, out / "table1", title="Table 1: editing methods on held-out faces", note=_note(profile))
 
 
-def _note(profile: dict) -> str:
-    return (
-        f"Profile `{profile['name']}`: training `profile={profile['train']}`; {profile['faces']} held-out faces "
-        f"(seeds from 1000000) x targets {', '.join(map(str, profile['targets']))}; success = within 5 years of "
-        "the target with identity similarity >= the run's hard bound. Mean [95% bootstrap CI]."
+def _note(profile) -> str:
+    """What the numbers are: the profile, then the protocol as the evaluations composed it."""
+    protocol = _eval_cfg(profile, None, ["random_walk"]).protocol
+    return f"Profile `{profile.name}`: training `profile={profile.train_profile}`; " + protocol_note(
+        protocol, _max_steps(), None
     )
 
 
-def _all_editors():
-    return ("sac_policy", "local_linear_walk", "global_direction", "gradient_descent", "random_walk")
+def _max_steps() -> int:
+    return int(compose_config("train").env.max_steps)
 
 
-def table2(profile: dict, out: Path) -> None:
+def table2(profile, out: Path) -> None:
     rows: list[dict[str, Any]] = []
     for job, overrides in _sweep("table2", profile, out):
-        if _failed(job):
+        if RunDir(job).has_failed():
             rows.append({"setting": " ".join(overrides), "editor": "FAILED"})
             continue
-        bound = OmegaConf.load(job / "config.yaml").identity.hard_bound
+        bound = RunDir(job).load_config().identity.hard_bound
         editors = ["sac_policy", "local_linear_walk", "global_direction"]
-        for r in evaluate(_eval_cfg(profile, out / "eval" / job.name, job, editors), out / "eval" / job.name):
+        for r in evaluate(_eval_cfg(profile, job, editors), out / "eval" / job.name):
             rows.append({"setting": f"hard bound {bound:g}", **r})
     write_table(
         rows,
@@ -197,36 +183,55 @@ def _pareto(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def _policy_table(table: str, title: str, profile: dict, out: Path) -> None:
+def _policy_table(table: str, title: str, profile, out: Path) -> None:
     rows: list[dict[str, Any]] = []
     for job, overrides in _sweep(table, profile, out):
         setting = " ".join(overrides) or "(defaults)"
-        if _failed(job):
+        if RunDir(job).has_failed():
             rows.append({"setting": setting, "editor": "FAILED"})
             continue
-        (r,) = evaluate(
-            _eval_cfg(profile, out / "eval" / job.name, job, ["sac_policy"]), out / "eval" / job.name
-        )
+        (r,) = evaluate(_eval_cfg(profile, job, ["sac_policy"]), out / "eval" / job.name)
         rows.append({"setting": setting, **r})
     write_table(rows, out / table, title=title, key="setting", note=_note(profile))
 
 
-def figures(profile: dict, out: Path, results: Path) -> None:
-    policy = results / "table1" / "runs" / "table1_policy"
-    if not (policy / "checkpoints" / "last.ckpt").is_file():
+def figures(profile, out: Path, results: Path) -> None:
+    policy = RunDir(results / "table1" / "runs" / "table1_policy")
+    if policy.has_failed():
         print("figures: training the table-1 policy first")
         table1(profile, results / "table1")
     cfg = _eval_cfg(
-        profile | {"faces": 6},
-        out / "eval",
-        policy,
-        list(_all_editors()),
-        "targets=[20,30,40,50,60]",
-        "grid_faces=6",
+        profile,
+        policy.path,
+        list(EDITORS),
+        "protocol.num_faces=6",
+        "protocol.targets=[20,30,40,50,60]",
+        "protocol.grid_faces=6",
     )
     evaluate(cfg, out / "eval")
     for png in (out / "eval").glob("grid_*.png"):
         shutil.copy(png, out / png.name.replace("grid_", "edits_"))
+
+
+def build(cfg, out: Path) -> dict[str, Any]:
+    """One table (``cfg.table``) under ``cfg.profile`` into ``out``; the job :func:`main` guards."""
+    profile, table, results = cfg.profile, cfg.table, out.parent
+    if table == "table1":
+        table1(profile, out)
+    elif table == "table2":
+        table2(profile, out)
+    elif table == "table3":
+        _policy_table("table3", "Table 3: reward-term ablation (SAC policy)", profile, out)
+    elif table == "table4":
+        _policy_table(
+            "table4", "Table 4: target conditioning x action parameterisation (SAC policy)", profile, out
+        )
+    else:
+        figures(profile, out, results)
+    for md in sorted(out.glob("*.md")):
+        print(md.read_text())
+    print(f"wrote {out}")
+    return {}
 
 
 def main() -> None:
@@ -234,30 +239,18 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("table", choices=["table1", "table2", "table3", "table4", "figures"])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    parser.add_argument("--profile", choices=PROFILES, default="quick")
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--fresh", action="store_true", help="delete the table's previous outputs first")
     args = parser.parse_args()
-    profile = PROFILES[args.profile]
     out = args.results / args.table
     if args.fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.table == "table1":
-        table1(profile, out)
-    elif args.table == "table2":
-        table2(profile, out)
-    elif args.table == "table3":
-        _policy_table("table3", "Table 3: reward-term ablation (SAC policy)", profile, out)
-    elif args.table == "table4":
-        _policy_table(
-            "table4", "Table 4: target conditioning x action parameterisation (SAC policy)", profile, out
-        )
-    else:
-        figures(profile, out, args.results)
-    for md in sorted(out.glob("*.md")):
-        print(md.read_text())
-    print(f"wrote {out}")
+    profile = OmegaConf.load(Path(CONFIG_DIR) / "table_profile" / f"{args.profile}.yaml")
+    profile.name = args.profile
+    cfg = OmegaConf.create({"table": args.table, "profile": profile, "seed": None})
+    run_job(cfg, RunDir(out), build)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,13 @@
-"""Shared fixtures: real pretrained models from the model store, CPU only, no network for W&B."""
+"""Shared fixtures: real pretrained models from the model store, CPU only, no network for W&B.
+
+Every test object that has a config is built from the composed Hydra config (``conf/``), the way the
+console scripts build it: :func:`cpu_config` composes, :func:`make_env` builds the MDP from it. A default
+changed in ``conf/`` is therefore the default the tests check.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -20,6 +26,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: small networks gain little from a second one and CI's cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def model_files():
     """All pretrained weight files, fetched once per machine (cached afterwards)."""
@@ -31,9 +46,20 @@ def model_files():
 
 def cpu_config(name: str, *overrides: str):
     """A Hydra config from the repository's ``conf/`` on the CPU, as the console scripts compose it."""
-    from agelatent.jobs import compose_config
+    from agelatent.config import compose_config
 
     return compose_config(name, ["device=cpu", *overrides])
+
+
+def make_env(world, *overrides: str, auto_reset: bool = True, **fields):
+    """The MDP as ``agelatent-train`` builds it from ``conf/train.yaml`` + Hydra ``overrides``, on ``world``;
+    ``fields`` replace top-level env settings afterwards (e.g. ``num_envs`` to match a batch)."""
+    from agelatent.env.latent_age import LatentAgeEnv, LatentAgeEnvConfig
+    from agelatent.env.rewards import Reward
+
+    cfg = cpu_config("train", *overrides)
+    env_cfg = dataclasses.replace(LatentAgeEnvConfig.from_config(cfg), **fields)
+    return LatentAgeEnv(world, env_cfg, Reward.from_config(cfg.reward), auto_reset=auto_reset)
 
 
 @pytest.fixture(scope="session")

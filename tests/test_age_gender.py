@@ -20,6 +20,7 @@ from onnx import TensorProto, helper
 
 from agelatent.perception.onnx_models import (
     AGE_BIN_YEARS,
+    AGE_RANGE_YEARS,
     AGE_SIGNATURE,
     CHIP_PADDING,
     GENDER_SIGNATURE,
@@ -91,6 +92,9 @@ def test_age_parity_between_runtimes(ages, real_chips, random_chips, inputs, rec
     record_property(f"age_{inputs}_max_abs_age_diff_years", age_diff)
     assert ort.probabilities.shape == (len(chips), len(AGE_BIN_YEARS))
     assert ort.ages.shape == (len(chips),)
+    # 81 classes (the real graph's output width), so ages within the advertised range
+    assert AGE_SIGNATURE.output_width == 81 and AGE_RANGE_YEARS == (0.0, 80.0)
+    assert ((ort.ages >= AGE_RANGE_YEARS[0]) & (ort.ages <= AGE_RANGE_YEARS[1])).all()
     torch.testing.assert_close(ort.probabilities.sum(1), torch.ones(len(chips)), atol=1e-5, rtol=0)
     assert prob_diff < PROB_ATOL
     assert age_diff < AGE_ATOL_YEARS

@@ -1,34 +1,29 @@
-"""experiments/gpu_smoke.py on the CPU: the quick run end to end, the skip without CUDA, the copy detector.
+"""experiments/gpu_smoke.py on the CPU (the quick run end to end, the skip without CUDA) and its copy detector.
 
-There are no host<->device copies on a CPU, so the detector is tested on real CPU profiler traces (real ops,
-real Python frames) into which CUDA runtime calls and memcpy activities are injected the way CUPTI reports
-them on a GPU: a ``cuda_runtime`` call inside the torch op that issued it, and a ``gpu_memcpy`` event with
-the same correlation id and its byte count.
+The script runs as a user runs it, in its own process. The detector (:mod:`agelatent.testing.host_copies`) is
+tested in-process: there are no host<->device copies on a CPU, so on real CPU profiler traces (real ops, real
+Python frames) into which CUDA runtime calls and memcpy activities are injected the way CUPTI reports them on a
+GPU: a ``cuda_runtime`` call inside the torch op that issued it, and a ``gpu_memcpy`` event with the same
+correlation id and its byte count.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from agelatent.testing import host_copies as hc
+
 ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "experiments" / "gpu_smoke.py"
 THIS_FILE = "test_gpu_smoke.py"  # the profiler names files relative to sys.path entries when it can
-
-
-@pytest.fixture(scope="module")
-def gs():
-    spec = importlib.util.spec_from_file_location("gpu_smoke", ROOT / "experiments" / "gpu_smoke.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
 
 
 @pytest.fixture(autouse=True)
@@ -39,11 +34,20 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def _run_script(*args: str) -> str:
+    """``python experiments/gpu_smoke.py ARGS`` on one CPU thread: its stdout (rc != 0 fails with its output)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
 # --- the script ---------------------------------------------------------------------------------------------
-def test_quick_cpu_run_reports_every_stage(gs, tmp_path, capsys):
+def test_quick_cpu_run_reports_every_stage(tmp_path):
     out = tmp_path / "smoke.json"
-    assert gs.main(["--device", "cpu", "--quick", "--threads", "1", "--json", str(out)]) == 0
-    printed = capsys.readouterr().out
+    printed = _run_script("--device", "cpu", "--quick", "--threads", "1", "--json", str(out))
     assert "gpu-smoke on cpu" in printed and printed.rstrip().splitlines()[-1].startswith("PASSED")
     report = json.loads(out.read_text())
     assert report["passed"] is True and report["device"] == "cpu" and report["quick"] is True
@@ -74,16 +78,15 @@ def test_quick_cpu_run_reports_every_stage(gs, tmp_path, capsys):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA this would run the full smoke check")
-def test_without_cuda_it_skips_and_exits_0(gs, tmp_path, capsys):
+def test_without_cuda_it_skips_and_exits_0(tmp_path):
     out = tmp_path / "smoke.json"
-    assert gs.main(["--json", str(out)]) == 0
-    assert capsys.readouterr().out.strip() == "gpu-smoke: no CUDA device, skipping"
+    assert _run_script("--json", str(out)).strip() == "gpu-smoke: no CUDA device, skipping"
     assert json.loads(out.read_text()) == {"skipped": "no CUDA device"}
 
 
-def test_every_allowed_site_exists_in_the_code(gs):
-    files = set(gs.project_files())
-    for rule in gs.allowed_copies(num_envs=4, latent_dim=8):
+def test_every_allowed_site_exists_in_the_code():
+    files = set(hc.project_files())
+    for rule in hc.allowed_copies(num_envs=4, latent_dim=8):
         assert rule.file in files, rule.file
         source = (ROOT / rule.file).read_text()
         assert re.search(rf"^\s*def {re.escape(rule.function)}\(", source, re.M), rule.site
@@ -118,7 +121,7 @@ def cpu_trace(tmp_path_factory):
 
 
 def _copy_op(trace: dict) -> dict:
-    """The aten::copy_ issued inside _moves_data (found by time on the same thread, independently of gs)."""
+    """The aten::copy_ issued inside _moves_data (found by time on the same thread, independently of hc)."""
     frame = next(
         e
         for e in trace["traceEvents"]
@@ -174,37 +177,37 @@ def _inject(
     return {**trace, "traceEvents": events}
 
 
-def test_a_trace_without_device_copies_has_none(gs, cpu_trace):
-    counts = gs.trace_counts(cpu_trace)
+def test_a_trace_without_device_copies_has_none(cpu_trace):
+    counts = hc.trace_counts(cpu_trace)
     assert counts["cpu_op"] > 0 and counts["python_function"] > 0
-    assert gs.trace_copies(cpu_trace) == []
-    assert gs.covered(cpu_trace, [f"{THIS_FILE}:_moves_data", f"{THIS_FILE}:_never_called"]) == {
+    assert hc.trace_copies(cpu_trace) == []
+    assert hc.covered(cpu_trace, [f"{THIS_FILE}:_moves_data", f"{THIS_FILE}:_never_called"]) == {
         f"{THIS_FILE}:_moves_data": True,
         f"{THIS_FILE}:_never_called": False,
     }
 
 
-def test_an_injected_copy_is_traced_to_its_op_and_python_frames(gs, cpu_trace):
+def test_an_injected_copy_is_traced_to_its_op_and_python_frames(cpu_trace):
     op = _copy_op(cpu_trace)
-    (copy,) = gs.trace_copies(_inject(cpu_trace, op, "DtoH", 4096, correlation=987654))
+    (copy,) = hc.trace_copies(_inject(cpu_trace, op, "DtoH", 4096, correlation=987654))
     assert (copy.direction, copy.nbytes, copy.op) == ("DtoH", 4096, "aten::copy_")
     functions = [n.rsplit(": ", 1)[-1] for n in copy.stack if re.search(r"\(\d+\): ", n)]
     assert functions[:2] == ["_moves_data", "_caller"]  # innermost first, then its caller
-    line = gs.describe(copy, [THIS_FILE])
+    line = hc.describe(copy, [THIS_FILE])
     assert line.startswith("DtoH 4096 B by aten::copy_ at ") and ": _moves_data < " in line
     # without a runtime event the memcpy's External id still leads to the op that launched it
-    (fallback,) = gs.trace_copies(_inject(cpu_trace, op, "HtoD", 24, correlation=1, runtime=False))
+    (fallback,) = hc.trace_copies(_inject(cpu_trace, op, "HtoD", 24, correlation=1, runtime=False))
     assert (fallback.direction, fallback.op) == ("HtoD", "aten::copy_") and fallback.stack == copy.stack
     # device-to-device copies are not host copies
-    assert gs.trace_copies(_inject(cpu_trace, op, "DtoD", 4096, correlation=2)) == []
+    assert hc.trace_copies(_inject(cpu_trace, op, "DtoD", 4096, correlation=2)) == []
 
 
-def test_the_check_allows_only_the_named_site_direction_and_size(gs, cpu_trace):
-    copies = gs.trace_copies(_inject(cpu_trace, _copy_op(cpu_trace), "DtoH", 4096, correlation=5))
+def test_the_check_allows_only_the_named_site_direction_and_size(cpu_trace):
+    copies = hc.trace_copies(_inject(cpu_trace, _copy_op(cpu_trace), "DtoH", 4096, correlation=5))
 
     def check(function="_moves_data", directions=("DtoH",), max_bytes=4096):
-        rule = gs.AllowedCopy(THIS_FILE, function, directions, max_bytes, "test")
-        return gs.check_copies(copies, [rule], [THIS_FILE])
+        rule = hc.AllowedCopy(THIS_FILE, function, directions, max_bytes, "test")
+        return hc.check_copies(copies, [rule], [THIS_FILE])
 
     assert check() == {"copies": 1, "allowed": {f"{THIS_FILE}:_moves_data": 1}, "offending": []}
     for wrong in (
@@ -215,29 +218,29 @@ def test_the_check_allows_only_the_named_site_direction_and_size(gs, cpu_trace):
         assert wrong["allowed"] == {} and len(wrong["offending"]) == 1
         assert wrong["offending"][0].startswith("DtoH 4096 B by aten::copy_ at ")
     # a copy outside every project file is never allowed
-    outside = gs.check_copies(
+    outside = hc.check_copies(
         copies,
-        [gs.AllowedCopy(THIS_FILE, "_moves_data", ("DtoH",), 10**9, "test")],
+        [hc.AllowedCopy(THIS_FILE, "_moves_data", ("DtoH",), 10**9, "test")],
         ["agelatent/world/base.py"],
     )
     assert outside["allowed"] == {} and len(outside["offending"]) == 1
 
 
-def test_a_memcpy_nobody_issued_is_reported_as_such(gs, cpu_trace):
+def test_a_memcpy_nobody_issued_is_reported_as_such(cpu_trace):
     op = dict(_copy_op(cpu_trace), args={"External id": -1})  # an id no torch op has
-    (copy,) = gs.trace_copies(_inject(cpu_trace, op, "HtoD", 8, correlation=3, runtime=False))
+    (copy,) = hc.trace_copies(_inject(cpu_trace, op, "HtoD", 8, correlation=3, runtime=False))
     assert (copy.op, copy.stack) == (None, ())
-    result = gs.check_copies([copy], gs.allowed_copies(4, 8), gs.project_files())
+    result = hc.check_copies([copy], hc.allowed_copies(4, 8), hc.project_files())
     assert result["offending"] == ["HtoD 8 B by no torch op at no Python frame (another thread?)"]
 
 
-def test_the_report_fails_a_window_that_proves_nothing(gs, cpu_trace):
-    ok = gs.copy_report("cpu", cpu_trace, [f"{THIS_FILE}:_moves_data"], [], torch.device("cpu"))
+def test_the_report_fails_a_window_that_proves_nothing(cpu_trace):
+    ok = hc.copy_report("cpu", cpu_trace, [f"{THIS_FILE}:_moves_data"], [], torch.device("cpu"))
     assert ok["passed"] and ok["problems"] == []
-    on_gpu = gs.copy_report("gpu", cpu_trace, [f"{THIS_FILE}:_never_called"], [], torch.device("cuda"))
+    on_gpu = hc.copy_report("gpu", cpu_trace, [f"{THIS_FILE}:_never_called"], [], torch.device("cuda"))
     assert not on_gpu["passed"]
     assert any("never ran" in p and "_never_called" in p for p in on_gpu["problems"])
     assert any("no CUDA activity" in p for p in on_gpu["problems"])
     injected = _inject(cpu_trace, _copy_op(cpu_trace), "DtoH", 64, correlation=4)
-    bad = gs.copy_report("cpu", injected, [], [], torch.device("cpu"))
+    bad = hc.copy_report("cpu", injected, [], [], torch.device("cpu"))
     assert not bad["passed"] and bad["problems"] == [f"offending copy: {bad['offending'][0]}"]

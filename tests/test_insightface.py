@@ -19,7 +19,7 @@ from insightface.app.common import Face
 from insightface.model_zoo import ArcFaceONNX, Attribute, get_model
 from insightface.utils import face_align
 
-from agelatent.perception.embedded import NonFiniteScoresError
+from agelatent.perception.base import FaceScores, NonFiniteScoresError
 from agelatent.perception.insightface_models import (
     ARCFACE_TEMPLATE_112,
     FFHQ_FACE_BOX_1024,
@@ -32,7 +32,6 @@ from agelatent.perception.insightface_models import (
     genderage_crop_matrix,
 )
 from agelatent.testing.standins import arcface_stand_in, genderage_stand_in
-from agelatent.world.base import FaceScores
 
 # insightface's estimate_norm calls skimage's deprecated SimilarityTransform.estimate.
 pytestmark = pytest.mark.filterwarnings("ignore:.*estimate.*deprecated:FutureWarning")
@@ -242,6 +241,7 @@ def test_scores_interface(perception):
     assert sim.shape == (3, 3) and (sim <= 1 + 1e-6).all()
     assert perception.same_person_similarity == INSIGHTFACE_SAME_PERSON_COSINE == 0.28
     assert not perception.differentiable
+    assert InsightFacePerception.age_range == perception.age_range == (0.0, 100.0)  # age / 100 output
     with pytest.raises(ValueError, match=r"square FFHQ-aligned RGB"):
         perception(torch.zeros(1, 3, 128, 96))
 
@@ -334,7 +334,7 @@ def test_config_builds_the_perception(files):
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    from agelatent.jobs import compose_config
+    from agelatent.config import compose_config
 
     cfg = compose_config("sample", ["device=cpu", "perception=insightface"])
     assert [list(p) for p in cfg.perception.landmarks_1024] == [list(p) for p in FFHQ_LANDMARKS_1024]

@@ -7,27 +7,38 @@ import math
 
 import pytest
 import torch
+from conftest import cpu_config, make_env
 from gymnasium.utils.env_checker import check_env
 
+from agelatent.env.batched import check_step_result
 from agelatent.env.gym_single import LatentAgeGymEnv
 from agelatent.env.latent_age import LatentAgeEnv, LatentAgeEnvConfig
 from agelatent.env.local_linear import AgeDirectionConfig, local_age_gradient
-from agelatent.env.protocol import check_step_result
+from agelatent.env.outcome import Outcome
+from agelatent.env.rewards import Reward
 from agelatent.env.targets import TargetConfig
-from agelatent.testing.rewards import all_terms_reward
 
-reward = all_terms_reward
+SMALL = ("env.num_envs=4", "env.max_steps=4")
 
 
-def make_env(world, auto_reset=True, **overrides) -> LatentAgeEnv:
-    cfg = {"num_envs": 4, "max_steps": 4} | overrides
-    return LatentAgeEnv(world, cfg, reward(), auto_reset=auto_reset)
+def probes(num_probes: int) -> AgeDirectionConfig:
+    cfg = cpu_config("train", "env.age_direction.method=probes", f"env.age_direction.num_probes={num_probes}")
+    return LatentAgeEnvConfig.from_config(cfg).age_direction
+
+
+def test_make_trains_the_observation_these_tests_check(world):
+    # the default MDP of `make train`: local_linear actions, compact observation (no latent)
+    env = make_env(world)
+    assert env.cfg.action.mode == "local_linear" and not env.cfg.observe_latent
+    assert env.observation_dim == 8 + 1 and env.action_dim == 1 + env.cfg.action.num_corrections
+    full = make_env(world, "action=full")
+    assert full.cfg.observe_latent and full.observation_dim == 2 * 100 + 8 and full.action_dim == 100
 
 
 def test_steps_follow_the_batched_protocol_and_auto_reset(world):
-    env = make_env(world)
+    env = make_env(world, *SMALL)
     obs = env.reset(seed=3)
-    assert obs.shape == (4, env.observation_dim) == (4, 2 * 100 + 9)
+    assert obs.shape == (4, env.observation_dim) == (4, 9)
     assert env.action_dim == 1 + 4
     ended = 0
     for _ in range(6):
@@ -39,17 +50,17 @@ def test_steps_follow_the_batched_protocol_and_auto_reset(world):
         assert torch.equal(env.z[result.done], env.z0[result.done])
     assert ended >= 4  # max_steps=4: every row ended at least once in 6 steps
     stats = env.episode_metrics()
-    assert stats["episodes"] == ended and 0 <= stats["success"] <= 1 and stats["length"] <= 4
+    assert stats["episodes"] == ended and stats["length"] <= 4
 
 
 def test_the_same_seed_gives_the_same_episodes(world):
-    a, b = make_env(world), make_env(world)
+    a, b = make_env(world, *SMALL), make_env(world, *SMALL)
     torch.testing.assert_close(a.reset(seed=11), b.reset(seed=11))
     assert not torch.equal(a.reset(seed=12), b.reset(seed=11))
 
 
 def test_a_local_linear_step_moves_age_as_asked(world):
-    env = make_env(world, auto_reset=False, num_envs=16, max_steps=1, success_tolerance=0.5)
+    env = make_env(world, auto_reset=False, num_envs=16, max_steps=1, success_tolerance_years=0.5)
     env.reset_to(world.sample_latents(range(500, 516)), torch.full((16,), 80.0))
     before = env.ages.clone()
     actions = torch.zeros(16, env.action_dim)
@@ -63,12 +74,12 @@ def test_a_local_linear_step_moves_age_as_asked(world):
 
 
 def test_corrections_are_orthogonal_to_the_age_direction(world):
-    env = make_env(world, auto_reset=False)
+    env = make_env(world, *SMALL, "action.correction_scale=0.1", auto_reset=False)
     env.reset_to(world.sample_latents(range(4)), torch.full((4,), 40.0))
     actions = torch.zeros(4, env.action_dim)
     actions[:, 1:] = torch.tensor([1.0, -1.0, 0.5, 0.0])
     delta = env.displacement(actions)
-    cos = torch.nn.functional.cosine_similarity(delta, env.grad, dim=1)
+    cos = torch.nn.functional.cosine_similarity(delta, env.age_gradient, dim=1)
     assert cos.abs().max() < 1e-4
     torch.testing.assert_close(delta.norm(dim=1), torch.full((4,), 0.1 * math.sqrt(1 + 1 + 0.25)))
 
@@ -87,14 +98,14 @@ def test_probes_recover_the_gradient_of_a_linear_age_function():
     slope = torch.randn(20, generator=torch.Generator().manual_seed(0))
     world = LinearAgeWorld(slope)
     z = torch.randn(3, 20)
-    full, ages = local_age_gradient(world, z, AgeDirectionConfig("probes", num_probes=20, probe_sigma=0.5))
+    full, ages = local_age_gradient(world, z, dataclasses.replace(probes(20), probe_sigma=0.5))
     torch.testing.assert_close(full, slope.expand(3, -1), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ages, 30.0 + z @ slope)
     # K < d probes: the gradient's projection onto the probed subspace (never longer than the gradient)
     part, _ = local_age_gradient(
         world,
         z,
-        AgeDirectionConfig("probes", num_probes=5, probe_sigma=0.5),
+        dataclasses.replace(probes(5), probe_sigma=0.5),
         torch.Generator().manual_seed(1),
     )
     assert (part.norm(dim=1) < slope.norm()).all()
@@ -103,7 +114,9 @@ def test_probes_recover_the_gradient_of_a_linear_age_function():
 
 def test_autograd_direction_is_the_age_gradient_on_the_real_world(world):
     z = world.sample_latents(range(20, 22))
-    grad, ages = local_age_gradient(world, z, AgeDirectionConfig("autograd"))
+    grad, ages = local_age_gradient(
+        world, z, LatentAgeEnvConfig.from_config(cpu_config("train")).age_direction
+    )
     # landmarks are constants for autograd; with them held, a tiny step's age change is first order
     p = world.perception
     with torch.no_grad():
@@ -121,6 +134,7 @@ def test_autograd_direction_is_the_age_gradient_on_the_real_world(world):
 
 def test_success_and_identity_loss_terminate_and_freeze_rows(world):
     env = make_env(world, auto_reset=False, num_envs=2, max_steps=5)
+    assert env.cfg.age_direction.method == "autograd"
     z = world.sample_latents([7, 7])
     env.reset_to(z, torch.zeros(2))
     start_age = float(env.ages[0])
@@ -131,7 +145,7 @@ def test_success_and_identity_loss_terminate_and_freeze_rows(world):
     delta[1] = 4.0 * torch.randn(100, generator=torch.Generator().manual_seed(0))
     result = env.step_latent(delta)
     assert result.terminated.tolist() == [True, True] and not result.truncated.any()
-    assert env.outcome.tolist() == [1, 2]
+    assert env.outcome.tolist() == [Outcome.SUCCESS, Outcome.IDENTITY_LOST]
     assert result.reward[0] > result.reward[1]
     frozen = env.z.clone()
     env.step_latent(torch.ones(2, 100))
@@ -139,20 +153,21 @@ def test_success_and_identity_loss_terminate_and_freeze_rows(world):
 
 
 def test_episodes_truncate_at_max_steps(world):
-    env = make_env(world, auto_reset=False, num_envs=2, max_steps=2, success_tolerance=0.1)
+    env = make_env(world, auto_reset=False, num_envs=2, max_steps=2, success_tolerance_years=0.1)
     env.reset_to(world.sample_latents([1, 2]), torch.tensor([80.0, 80.0]))
     env.step_latent(torch.zeros(2, 100))
     result = env.step_latent(torch.zeros(2, 100))
-    assert result.truncated.all() and not result.terminated.any() and (env.outcome == 3).all()
+    assert result.truncated.all() and not result.terminated.any() and (env.outcome == Outcome.TIMEOUT).all()
 
 
 def test_typical_set_projection_keeps_latents_near_the_prior_shell(world):
-    env = make_env(world, auto_reset=False, num_envs=2, action={"mode": "full"})
+    env = make_env(world, "action=full", auto_reset=False, num_envs=2)
+    assert env.cfg.typical_set and env.cfg.typical_set_tolerance == pytest.approx(0.1)
     env.reset_to(world.sample_latents([3, 4]), torch.tensor([30.0, 30.0]))
     env.step_latent(env.z * 0.5)  # push outwards by 50%
     radius = env.z.norm(dim=1) / 10.0
     torch.testing.assert_close(radius, torch.full((2,), 1.1))
-    loose = make_env(world, auto_reset=False, num_envs=2, typical_set=False, action={"mode": "full"})
+    loose = make_env(world, "action=full", auto_reset=False, num_envs=2, typical_set=False)
     loose.reset_to(world.sample_latents([3, 4]), torch.tensor([30.0, 30.0]))
     loose.step_latent(loose.z * 0.5)
     torch.testing.assert_close(loose.z, loose.z0 * 1.5)
@@ -160,11 +175,7 @@ def test_typical_set_projection_keeps_latents_near_the_prior_shell(world):
 
 def test_full_actions_scale_to_the_step_size(world):
     env = make_env(
-        world,
-        auto_reset=False,
-        num_envs=2,
-        action={"mode": "full", "full_step_size": 0.05},
-        typical_set=False,
+        world, "action=full", "action.full_step_size=0.05", auto_reset=False, num_envs=2, typical_set=False
     )
     assert env.action_dim == 100 and env.observation_dim == 2 * 100 + 8
     env.reset_to(world.sample_latents([5, 6]), torch.tensor([30.0, 50.0]))
@@ -175,8 +186,9 @@ def test_full_actions_scale_to_the_step_size(world):
 
 def test_relative_targets_are_offsets_from_the_start_age(world):
     env = make_env(
-        world, target={"mode": "relative", "min_delta": 5, "max_delta": 10, "min_age": 0, "max_age": 80}
+        world, *SMALL, "target=relative", "target.max_delta=10", "target.min_age=0", "target.max_age=80"
     )
+    assert env.cfg.target.min_delta == 5
     env.reset(seed=0)
     gap = (env.targets - env.start_ages).abs()
     assert ((gap >= 5 - 1e-4) & (gap <= 10 + 1e-4)).all()
@@ -185,33 +197,43 @@ def test_relative_targets_are_offsets_from_the_start_age(world):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"action": {"mode": "diagonal"}}, r"action.mode must be one of \('full', 'local_linear'\)"),
-        ({"identity": {"hard_bound": 0.8, "soft_threshold": 0.6}}, "0 <= hard_bound <= soft_threshold < 1"),
-        ({"target": {"min_age": 30, "max_age": 90}}, r"0 <= min_age <= max_age <= 80"),
-        ({"max_steps": 0}, "env.max_steps must be >= 1"),
-        ({"action": {"max_years_per_step": -1.0}}, "action.max_years_per_step must be a finite number > 0"),
+        (["action.mode=diagonal"], r"action.mode must be one of \('full', 'local_linear'\)"),
+        (["identity.hard_bound=0.8", "identity.soft_threshold=0.6"], "0 <= hard_bound <= soft_threshold < 1"),
+        (["env.max_steps=0"], "env.max_steps must be >= 1"),
+        (["action.max_years_per_step=-1.0"], "action.max_years_per_step must be a finite number > 0"),
         (
-            {"max_steps": 2, "target": {"mode": "relative", "max_delta": 40}},
+            ["env.max_steps=2", "target=relative", "target.max_delta=40"],
             r"unreachable targets: target.max_delta=40 .* at most .* = 19 years",
         ),
+        (["+env.succes_tolerance=1"], r"env: unknown key\(s\) \['succes_tolerance'\]"),
+        (["~env.offset_scale"], r"env: missing key\(s\) \['offset_scale'\]"),
+        (["~action.basis_seed"], r"env.action: missing key\(s\) \['basis_seed'\]"),
     ],
 )
 def test_bad_configs_fail_before_any_model_runs(overrides, message):
     with pytest.raises(ValueError, match=message):
-        LatentAgeEnvConfig.from_dict(overrides)
+        LatentAgeEnvConfig.from_config(cpu_config("train", *overrides))
+
+
+def test_targets_outside_the_age_models_range_are_refused(world):
+    cfg = LatentAgeEnvConfig.from_config(cpu_config("train", "target.max_age=90"))
+    with pytest.raises(ValueError, match=r"target ages must lie in the age model's range \[0, 80\]"):
+        LatentAgeEnv(world, cfg, Reward.zero())
 
 
 def test_autograd_directions_need_a_differentiable_perception(world):
     class Frozen:
         differentiable = False
+        age_range = (0.0, 80.0)
 
     fake = dataclasses.make_dataclass("W", [("perception", object), ("device", object), ("latent_dim", int)])
+    cfg = LatentAgeEnvConfig.from_config(cpu_config("train"))
     with pytest.raises(ValueError, match="age_direction.method=probes with perception.runtime=onnxruntime"):
-        LatentAgeEnv(fake(Frozen(), torch.device("cpu"), 100), {"num_envs": 1}, reward())
+        LatentAgeEnv(fake(Frozen(), torch.device("cpu"), 100), cfg, Reward.zero())
 
 
 def test_reset_to_checks_its_inputs(world):
-    env = make_env(world, auto_reset=False)
+    env = make_env(world, *SMALL, auto_reset=False)
     with pytest.raises(ValueError, match=r"start_latents must be \[num_envs, latent_dim\] = \(4, 100\)"):
         env.reset_to(torch.zeros(3, 100), torch.zeros(3))
     with pytest.raises(ValueError, match=r"target ages must lie in the age model's range \[0, 80\]"):
@@ -219,14 +241,18 @@ def test_reset_to_checks_its_inputs(world):
 
 
 def test_target_sampling_is_reproducible_and_in_range():
-    cfg = TargetConfig(mode="absolute", min_age=25, max_age=35)
+    cfg = LatentAgeEnvConfig.from_config(cpu_config("train", "target.min_age=25", "target.max_age=35")).target
+    assert isinstance(cfg, TargetConfig) and cfg.mode == "absolute"
     a = cfg.sample(torch.zeros(64), torch.Generator().manual_seed(1))
     b = cfg.sample(torch.zeros(64), torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and a.min() >= 25 and a.max() <= 35
 
 
 def test_a_single_episode_passes_gymnasiums_env_checker(world):
-    env = LatentAgeGymEnv(world, {"max_steps": 3}, reward(), render_mode="rgb_array")
+    cfg = cpu_config("train", "env.max_steps=3")
+    env = LatentAgeGymEnv(
+        world, LatentAgeEnvConfig.from_config(cfg), Reward.from_config(cfg.reward), "rgb_array"
+    )
     check_env(env, skip_render_check=False)
     obs, info = env.reset(seed=5)
     assert obs.shape == env.observation_space.shape and 0 <= info["target"] <= 80

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import cpu_config, make_env
 from hydra.errors import InstantiationException
 
 from agelatent.agent.sac import SACConfig, SACModule, sac_trainer
+from agelatent.config import compose_config
 from agelatent.editors import LocalLinearWalk, run_edits
-from agelatent.env.latent_age import LatentAgeEnv
-from agelatent.env.protocol import check_step_result
+from agelatent.env.batched import check_step_result
 from agelatent.evaluation.metrics import summarise
 from agelatent.generators import sample_latents as standard_normal
 from agelatent.generators.stylegan2 import StyleGAN2Generator
-from agelatent.jobs import compose_config
 from agelatent.perception.insightface_models import InsightFacePerception
-from agelatent.testing.rewards import all_terms_reward
 from agelatent.testing.standins import write_insightface_pack, write_stylegan2_checkpoint
 from agelatent.world import World, build_world
 
@@ -76,7 +75,8 @@ def torch_world(files):
     return paper_world(files, "perception.runtime=torch", "score_chunk=3")
 
 
-reward = all_terms_reward
+#: the paper-grade world's identity thresholds (ArcFace cosine similarity)
+PAPER = ("identity=arcface",)
 
 
 # --- the world ----------------------------------------------------------------------------------------------
@@ -146,15 +146,13 @@ def test_gradients_reach_the_latents_with_the_torch_runtime(torch_world, world):
 
 # --- the stack on it ----------------------------------------------------------------------------------------
 def test_local_linear_env_with_autograd_directions(torch_world):
-    env = LatentAgeEnv(
-        torch_world,
-        {"num_envs": 3, "max_steps": 2, "action": {"mode": "local_linear", "num_corrections": 2}},
-        reward(),
+    env = make_env(
+        torch_world, *PAPER, "env.observe_latent=true", "action.num_corrections=2", num_envs=3, max_steps=2
     )
     obs = env.reset(seed=0)
     assert obs.shape == (3, 2 * STYLE_DIM + 9) and env.action_dim == 3
     # ĝ is the true local age gradient: a small step along it changes age as linearised.
-    grad = env.grad.clone()
+    grad = env.age_gradient.clone()
     assert torch.isfinite(grad).all() and (grad.norm(dim=1) > 0).all()
     step = 1e-3 * grad / grad.norm(dim=1, keepdim=True)
     with torch.no_grad():
@@ -171,9 +169,7 @@ def test_local_linear_env_with_autograd_directions(torch_world):
 
 
 def test_full_action_env_on_the_onnxruntime_world(world):
-    env = LatentAgeEnv(
-        world, {"num_envs": 3, "max_steps": 2, "action": {"mode": "full", "num_corrections": 0}}, reward()
-    )
+    env = make_env(world, *PAPER, "action=full", num_envs=3, max_steps=2)
     obs = env.reset(seed=1)
     assert obs.shape == (3, 2 * STYLE_DIM + 8) and env.action_dim == STYLE_DIM
     z0 = env.z.clone()
@@ -183,34 +179,31 @@ def test_full_action_env_on_the_onnxruntime_world(world):
     assert (moved > 0).all() and torch.isfinite(result.reward).all()
     # autograd directions need the differentiable runtime; probes work with onnxruntime
     with pytest.raises(ValueError, match=r"perception\.runtime=torch"):
-        LatentAgeEnv(world, {"num_envs": 2, "action": {"mode": "local_linear"}}, reward())
-    probes = LatentAgeEnv(
+        make_env(world, *PAPER, num_envs=2)
+    probes = make_env(
         world,
-        {
-            "num_envs": 2,
-            "action": {"mode": "local_linear", "num_corrections": 1},
-            "age_direction": {"method": "probes", "num_probes": 2},
-        },
-        reward(),
+        *PAPER,
+        "action.num_corrections=1",
+        "env.age_direction.method=probes",
+        "env.age_direction.num_probes=2",
+        num_envs=2,
     )
     probes.reset(seed=2)
     check_step_result(probes, probes.step(torch.zeros(2, 2)))
 
 
 def test_sac_trains_on_the_paper_world(torch_world):
-    env = LatentAgeEnv(
-        torch_world,
-        {"num_envs": 4, "max_steps": 3, "action": {"mode": "local_linear", "num_corrections": 2}},
-        reward(),
-    )
-    cfg = SACConfig(
-        seed=0,
-        total_env_steps=32,
-        buffer_size=64,
-        batch_size=8,
-        learning_starts=8,
-        updates_per_step=1,
-        hidden_sizes=(32, 32),
+    env = make_env(torch_world, *PAPER, "action.num_corrections=2", num_envs=4, max_steps=3)
+    cfg = SACConfig.from_config(
+        cpu_config(
+            "train",
+            "agent.total_env_steps=32",
+            "agent.buffer_size=64",
+            "agent.batch_size=8",
+            "agent.learning_starts=8",
+            "agent.updates_per_step=1",
+            "agent.hidden_sizes=[32,32]",
+        )
     )
     module = SACModule(env, cfg)
     before = {k: v.clone() for k, v in module.actor.state_dict().items()}
@@ -228,19 +221,19 @@ def test_sac_trains_on_the_paper_world(torch_world):
 
 
 def test_a_baseline_edit_and_its_summary_on_the_paper_world(torch_world):
-    env = LatentAgeEnv(
-        torch_world,
-        {"num_envs": 3, "max_steps": 2, "action": {"mode": "local_linear", "num_corrections": 2}},
-        reward(),
-        auto_reset=False,
+    env = make_env(torch_world, *PAPER, "action.num_corrections=2", auto_reset=False, num_envs=3, max_steps=2)
+    protocol = cpu_config("eval").protocol
+    starts = torch_world.sample_latents(range(protocol.first_seed, protocol.first_seed + 3))
+    walk = LocalLinearWalk(
+        max_years_per_step=env.cfg.action.max_years_per_step, max_step_norm=env.cfg.action.max_step_norm
     )
-    starts = torch_world.sample_latents(range(1_000_000, 1_000_003))
-    result = run_edits(env, LocalLinearWalk(), starts, torch.tensor([20.0, 40.0, 60.0]))
+    result = run_edits(env, walk, starts, torch.tensor([20.0, 40.0, 60.0]))
     assert result.latents.shape[1:] == (3, STYLE_DIM) and result.final_images.shape == (3, 3, SIZE, SIZE)
     torch.testing.assert_close(result.start_latents, starts)
-    summary = summarise(result, hard_bound=env.cfg.identity.hard_bound)
+    summary = summarise(result, env.cfg.identity.hard_bound, protocol)
     assert summary["edits"] == 3 and summary["world_calls_per_edit"] >= 2
-    assert 0 <= summary["success_rate"] <= 1 and summary["age_error"] >= 0
+    errors = (result.final_ages - result.targets).abs()
+    assert summary["age_error"] == pytest.approx(float(errors.mean()))
 
 
 # --- errors -------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ margin for other BLAS builds and thread counts, whose rounding makes runs diverg
 from __future__ import annotations
 
 import pytest
-import torch
+from conftest import cpu_config
 
 from agelatent.agent.sac import SACConfig, SACModule, evaluate_policy, sac_trainer
 from agelatent.env.gym_adapter import GymBoxEnv
@@ -18,23 +18,17 @@ ENV_STEPS = 10_000
 THRESHOLD = -400.0
 
 
-@pytest.fixture
-def one_thread():
-    """256×256 MLPs at batch 256 gain little from a second thread and CI cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_sac_learns_pendulum_within_10k_env_steps(one_thread):
-    cfg = SACConfig(
-        seed=0,
-        total_env_steps=ENV_STEPS,
-        buffer_size=ENV_STEPS,
-        # cleanrl warms up for 5k steps, half this budget; SB3's default is 100.
-        learning_starts=1_000,
+    cfg = SACConfig.from_config(
+        cpu_config(
+            "train",
+            "agent=sac_cleanrl",
+            f"agent.total_env_steps={ENV_STEPS}",
+            f"agent.buffer_size={ENV_STEPS}",
+            # cleanrl warms up for 5k steps, half this budget; SB3's default is 100.
+            "agent.learning_starts=1000",
+        )
     )
     module = SACModule(GymBoxEnv("Pendulum-v1", num_envs=1), cfg)
     trainer = sac_trainer()

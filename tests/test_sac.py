@@ -14,12 +14,13 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import cpu_config
 
 from agelatent.agent.networks import SquashedGaussianActor, TwinQ, polyak_update, squashed_gaussian_log_prob
 from agelatent.agent.replay import ReplayBuffer
 from agelatent.agent.sac import NonFiniteLossError, SACConfig, SACModule, evaluate_policy, sac_trainer
+from agelatent.env.batched import BatchedEnv, StepResult, check_step_result
 from agelatent.env.gym_adapter import GymBoxEnv
-from agelatent.env.protocol import BatchedEnv, StepResult, check_step_result
 
 
 class TargetEnv:
@@ -73,15 +74,16 @@ class TargetEnv:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def _tiny_networks_one_thread(one_thread):
     """These networks are tiny: intra-op threads only add synchronisation (and CI cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 make_trainer = sac_trainer
+
+
+def cleanrl_config() -> SACConfig:
+    """``agent=sac_cleanrl`` as composed from ``conf/``: CleanRL's hyperparameters."""
+    return SACConfig.from_config(cpu_config("train", "agent=sac_cleanrl"))
 
 
 def small_config(**overrides) -> SACConfig:
@@ -93,7 +95,7 @@ def small_config(**overrides) -> SACConfig:
         learning_starts=100,
         hidden_sizes=(32, 32),
     )
-    return SACConfig(**{**base, **overrides})
+    return dataclasses.replace(cleanrl_config(), **{**base, **overrides})
 
 
 # ---- networks ------------------------------------------------------------------------------------------
@@ -189,14 +191,21 @@ def test_replay_buffer_wraps_around_fifo_and_restores_its_state():
 )
 def test_out_of_range_config_raises_naming_the_field_and_a_fix(overrides, field):
     with pytest.raises(ValueError, match=rf"SACConfig\.{field} .*got .*: \w+"):
-        SACConfig(**overrides)
+        dataclasses.replace(cleanrl_config(), **overrides)
 
 
-def test_config_defaults_are_cleanrls_and_hydra_lists_become_tuples():
-    cfg = SACConfig()
+def test_the_cleanrl_preset_holds_cleanrls_values_and_hydra_lists_become_tuples():
+    cfg = cleanrl_config()
     assert (cfg.gamma, cfg.tau, cfg.batch_size, cfg.policy_lr, cfg.q_lr) == (0.99, 0.005, 256, 3e-4, 1e-3)
+    assert (cfg.learning_starts, cfg.updates_per_step, cfg.init_alpha) == (5000, 1, 1.0)
     assert cfg.hidden_sizes == (256, 256)
-    assert SACConfig(hidden_sizes=[64, 64]).hidden_sizes == (64, 64)
+    ours = SACConfig.from_config(cpu_config("train", "agent.hidden_sizes=[64,64]"))
+    assert ours.hidden_sizes == (64, 64) and ours.gamma == 0.95  # conf/agent/sac.yaml: short episodes
+
+
+def test_a_config_key_that_is_not_a_setting_is_refused():
+    with pytest.raises(ValueError, match=r"agent: unknown key\(s\) \['learning_rate'\]"):
+        SACConfig.from_config(cpu_config("train", "+agent.learning_rate=0.1"))
 
 
 def test_module_rejects_a_buffer_smaller_than_one_batched_step():

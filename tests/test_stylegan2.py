@@ -19,6 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
+from agelatent.config import CONFIG_DIR
 from agelatent.generators.stylegan2 import (
     StyleGAN2Generator,
     infer_architecture,
@@ -26,7 +27,6 @@ from agelatent.generators.stylegan2 import (
     standard_channels,
     upfirdn2d,
 )
-from agelatent.jobs import CONFIG_DIR
 from agelatent.store import ModelFileError
 from agelatent.testing.standins import (
     BLUR_4X4,

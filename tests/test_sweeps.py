@@ -3,6 +3,7 @@ and the submitit launcher runs jobs as separate processes with their W&B runs gr
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import os
@@ -11,12 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from agelatent.cli.train import validate
-from agelatent.jobs import CONFIG_DIR
+from agelatent.config import CONFIG_DIR, compose_config
 from agelatent.reports.wandb_offline import read_offline_run
+from agelatent.runs import RunDir
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
@@ -39,10 +42,9 @@ def test_every_job_of_every_experiment_composes_and_validates(experiment):
     combos = sweep_combinations(experiment)
     assert combos
     for overrides in combos:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(CONFIG_DIR, version_base=None):
-            cfg = compose("train", [f"experiment={experiment}", "profile=debug", *overrides])
-        validate(cfg)  # builds the env/SAC/reward configs: every error a job would hit before training
+        validate(
+            compose_config("train", [f"experiment={experiment}", "profile=debug", *overrides])
+        )  # builds the env/SAC/reward configs: every error a job would hit before training
 
 
 def multirun(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -56,13 +58,13 @@ def multirun(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_a_failing_job_is_recorded_and_the_others_finish(tmp_path, model_files):
-    proc = multirun(tmp_path, "identity.hard_bound=0.4,0.9,0.5", "wandb.mode=disabled")
+    proc = multirun(tmp_path, "identity.hard_bound=0.4,0.9,0.5", "logger=none")
     assert proc.returncode != 0  # the sweep reports the failure...
     sweep = tmp_path / "sweep"
-    assert "hard_bound=0.9" in (sweep / "1" / "FAILED.txt").read_text()
+    assert "hard_bound=0.9" in RunDir(sweep / "1").failed.read_text()
     for ok in ("0", "2"):  # ...but the jobs before and after it ran to the end
-        summary = json.loads((sweep / ok / "summary.json").read_text())
-        assert summary["env_steps"] == 48 and not (sweep / ok / "FAILED.txt").exists()
+        run = RunDir(sweep / ok)
+        assert json.loads(run.summary.read_text())["env_steps"] == 48 and not run.failed.exists()
 
 
 @pytest.mark.slow
@@ -74,9 +76,33 @@ def test_submitit_local_runs_jobs_in_their_own_processes_grouped_in_wandb(tmp_pa
     assert len(logs) >= 2
     runs = []
     for job in ("0", "1"):
-        assert json.loads((sweep / job / "summary.json").read_text())["env_steps"] == 48
+        assert json.loads(RunDir(sweep / job).summary.read_text())["env_steps"] == 48
         (offline,) = (sweep / job / "wandb").glob("offline-run-*")
         runs.append(read_offline_run(offline))
     assert {r.group for r in runs} == {"sweep"}  # grouped by the sweep directory's name
     assert sorted(r.config["identity"]["hard_bound"] for r in runs) == [0.4, 0.6]
     assert len({r.run_id for r in runs}) == 2
+
+
+@pytest.mark.slow
+def test_a_tiny_optuna_search_optimises_the_validation_success(tmp_path, model_files):
+    proc = multirun(
+        tmp_path,
+        "hparams_search=sac_optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=1",
+        "logger=none",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    trials = [RunDir(sweep / str(i)) for i in range(2)]
+    values = [json.loads(t.summary.read_text())["success_rate"] for t in trials]
+    assert best["best_value"] == pytest.approx(max(values))  # the job guard handed optuna the metric
+    # every trial was judged on validation faces, and tried its own settings
+    for t in trials:
+        with open(t.path / "eval.csv") as f:
+            seeds = {int(row["seed"]) for row in csv.DictReader(f)}
+        assert seeds == {500_000, 500_001}
+    lrs = {t.load_config().agent.policy_lr for t in trials}
+    assert len(lrs) == 2 and all(1e-4 <= lr <= 1e-3 for lr in lrs)

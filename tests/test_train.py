@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
+from conftest import cpu_config
 from PIL import Image
 
-from agelatent.cli.train import CHECKPOINT_NAME, train
-from agelatent.jobs import compose_config
+from agelatent.cli.train import train
 from agelatent.reports.wandb_offline import read_offline_run
+from agelatent.runs import RunDir, run_job
 
 
 def debug_cfg(tmp_path, *overrides):
-    GlobalHydra.instance().clear()
-    cfg = compose_config(
-        "train", ["profile=debug", "device=cpu", f"runs_dir={tmp_path}", "run_name=dbg", *overrides]
-    )
-    return cfg
+    return cpu_config("train", "profile=debug", f"paths.runs_dir={tmp_path}", "run_name=dbg", *overrides)
 
 
 def metric_rows(run_dir):
-    with open(run_dir / "metrics.csv") as f:
+    with open(RunDir(run_dir).metrics) as f:
         return list(csv.DictReader(f))
 
 
@@ -31,13 +28,13 @@ def metric_rows(run_dir):
 def first_run(tmp_path_factory, model_files):
     root = tmp_path_factory.mktemp("train")
     run_dir = root / "dbg"
-    summary = train(debug_cfg(root), run_dir)
-    return root, run_dir, summary
+    run_job(debug_cfg(root), run_dir, train)  # as agelatent-train runs it: the guard finishes the W&B run
+    return root, run_dir, json.loads(RunDir(run_dir).summary.read_text())
 
 
 def test_a_debug_run_writes_every_artefact(first_run):
     _, run_dir, summary = first_run
-    ckpt = torch.load(run_dir / "checkpoints" / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    ckpt = torch.load(RunDir(run_dir).checkpoint, map_location="cpu", weights_only=True)
     assert ckpt["sac"]["env_steps"] == 48
     state = ckpt["state_dict"]
     assert {k.split(".")[0] for k in state} == {"actor", "critic", "critic_target", "log_alpha"}
@@ -54,10 +51,13 @@ def test_a_debug_run_writes_every_artefact(first_run):
     with open(run_dir / "eval.csv") as f:
         edits = list(csv.DictReader(f))
     assert len(edits) == 4 and {e["target"] for e in edits} == {"25.0", "45.0"}
+    # the summary is computed from these very edits (validation faces), and the report shows it
+    assert {int(e["seed"]) for e in edits} == {500_000, 500_001}
+    ok = [e["outcome"] == "success" and float(e["age_error"]) <= 5 for e in edits]
+    assert summary["edits"] == 4 and summary["success_rate"] <= sum(ok) / 4 + 1e-9
+    assert summary["age_error"] == pytest.approx(sum(float(e["age_error"]) for e in edits) / 4, abs=0.01)
     text = (run_dir / "summary.md").read_text()
-    assert "success rate" in text and "identity similarity" in text
-    assert 0 <= summary["success_rate"] <= 1 and summary["edits"] == 4
-    assert f"{summary['success_rate']:.3f}" in text
+    assert f"{summary['success_rate']:.3f}" in text and f"{summary['age_error']:.3f}" in text
 
 
 def test_the_offline_wandb_run_holds_config_history_and_summary(first_run):
@@ -75,8 +75,8 @@ def test_the_offline_wandb_run_holds_config_history_and_summary(first_run):
 def test_running_the_same_run_again_resumes_from_its_checkpoint(first_run):
     root, run_dir, _ = first_run
     before = metric_rows(run_dir)
-    train(debug_cfg(root, "agent.total_env_steps=96"), run_dir)
-    ckpt = torch.load(run_dir / "checkpoints" / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    run_job(debug_cfg(root, "agent.total_env_steps=96"), run_dir, train)
+    ckpt = torch.load(RunDir(run_dir).checkpoint, map_location="cpu", weights_only=True)
     assert ckpt["sac"]["env_steps"] == 96
     after = metric_rows(run_dir)
     steps = [float(r["env_step"]) for r in after if r.get("env_step")]
@@ -94,10 +94,12 @@ def test_running_the_same_run_again_resumes_from_its_checkpoint(first_run):
         ("identity.hard_bound=0.9", "0 <= hard_bound <= soft_threshold < 1"),
         ("action.mode=diagonal", "action.mode must be one of"),
         ("agent.batch_size=0", "SACConfig.batch_size must be an integer >= 1"),
+        ("+agent.batchsize=64", r"agent: unknown key\(s\) \['batchsize'\]"),
         (
-            "eval.targets=[30,120]",
-            r"eval.targets must be ages in the age model's range \[0, 80\], got \[120\]",
+            "protocol.targets=[30,120]",
+            r"protocol.targets must be ages in the age model's range \[0, 80\], got \[120\]",
         ),
+        ("optimized_metric=succes_rate", r"optimized_metric='succes_rate' is not a summary key"),
         ("reward.terms.success.weight=inf", r"reward.terms.success: SuccessBonus.weight must be finite"),
     ],
 )
@@ -105,3 +107,29 @@ def test_bad_configs_fail_before_any_work(tmp_path, override, message):
     with pytest.raises(ValueError, match=message):
         train(debug_cfg(tmp_path, override), tmp_path / "dbg")
     assert not (tmp_path / "dbg").exists()
+
+
+def test_the_job_guard_records_a_failure_and_clears_it_on_success(tmp_path, model_files):
+    run = RunDir(tmp_path / "dbg")
+    with pytest.raises(ValueError, match="0 <= hard_bound <= soft_threshold < 1"):
+        run_job(debug_cfg(tmp_path, "identity.hard_bound=0.9", "logger=none"), run, train)
+    assert "hard_bound" in run.failed.read_text() and not run.checkpoint.exists()
+    # the same run fixed: it trains, the stale FAILED.txt goes, the sweeper gets its metric
+    value = run_job(debug_cfg(tmp_path, "logger=none", "optimized_metric=age_error"), run, train)
+    assert not run.failed.exists() and run.checkpoint.is_file()
+    assert value == pytest.approx(json.loads(run.summary.read_text())["age_error"])
+
+
+def test_a_failing_job_still_finishes_its_wandb_run(tmp_path, model_files):
+    def crash(cfg, run):
+        import wandb
+
+        wandb.init(project="agelatent", dir=str(run.path), mode="offline", name=run.name)
+        raise RuntimeError("boom")
+
+    run = RunDir(tmp_path / "crash")
+    run.path.mkdir()
+    with pytest.raises(RuntimeError, match="boom"):
+        run_job(debug_cfg(tmp_path), run, crash)
+    (offline,) = (run.path / "wandb").glob("offline-run-*")
+    assert read_offline_run(offline).exit_code == 1 and "boom" in run.failed.read_text()

@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 from agelatent.cli.sample import sample
-from agelatent.jobs import compose_config
-from agelatent.perception.embedded import EmbeddedPerception, NonFiniteScoresError
+from agelatent.config import compose_config
+from agelatent.perception.base import NonFiniteScoresError, check_finite
+from agelatent.perception.embedded import EmbeddedPerception
 from agelatent.store import ModelFileError
 from agelatent.world import World, build_world
 
@@ -34,7 +35,8 @@ def test_score_returns_every_output_with_the_documented_shapes(world, scores):
 
 
 def test_scores_on_generated_faces_are_plausible(scores):
-    # DESIGN.md measured mean 31.6 (sd 10.7) over 3,000 faces; 64 faces give a mean well inside 25-40.
+    # over 3,000 generated faces the age model's mean is about 31.6 years (sd 10.7); 64 faces give a mean
+    # well inside 25-40
     ages = scores.ages_years
     assert 25 < ages.mean() < 40 and 5 < ages.std() < 20
     assert ((ages >= 0) & (ages <= 80)).all()
@@ -94,11 +96,29 @@ def test_the_age_gradient_predicts_the_age_change_of_a_small_step(world):
 def test_onnxruntime_and_torch_runtimes_agree_inside_the_world(world, model_files):
     ort_world = build_world(_cfg("perception.runtime=onnxruntime", "perception.ort_threads=2"))
     assert not ort_world.perception.differentiable and world.perception.differentiable
+    # readable from the class, before any model loads: age-v1's 81 classes run from under one year to 80
+    assert EmbeddedPerception.age_range == world.perception.age_range == (0.0, 80.0)
     z = world.sample_latents(range(8))
     a, b = world.score(z), ort_world.score(z)
     torch.testing.assert_close(a.ages_years, b.ages_years, rtol=0, atol=1e-3)
     torch.testing.assert_close(a.p_male, b.p_male, rtol=0, atol=1e-4)
     torch.testing.assert_close(a.identity, b.identity)
+
+
+def test_check_finite_names_the_network_every_bad_output_and_its_rows():
+    ok = torch.ones(3, 4)
+    check_finite({"ages": torch.ones(3), "identity embeddings": ok}, "net")
+    check_finite({"ages": torch.ones(0), "identity embeddings": torch.ones(0, 128)}, "net")  # empty batch
+    bad = ok.clone()
+    bad[2, 1] = float("inf")
+    ages = torch.tensor([1.0, float("nan"), 3.0])
+    with pytest.raises(
+        NonFiniteScoresError,
+        match=r"^age net produced non-finite ages for batch rows \[1\], identity embeddings for batch rows \[2\];",
+    ):
+        check_finite(
+            {"ages": ages, "gender probabilities": torch.ones(3), "identity embeddings": bad}, "age net"
+        )
 
 
 def test_bad_inputs_fail_with_messages_that_name_the_problem(world, model_files, tmp_path):
@@ -122,7 +142,8 @@ def test_bad_inputs_fail_with_messages_that_name_the_problem(world, model_files,
 
 
 def test_sample_writes_an_annotated_grid_and_a_csv_of_scores(world, tmp_path):
-    png, csv_path = sample(_cfg("num_faces=5", "first_seed=10", "columns=4"), tmp_path)
+    means = sample(_cfg("num_faces=5", "first_seed=10", "columns=4"), tmp_path)
+    png, csv_path = tmp_path / "samples.png", tmp_path / "scores.csv"
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     assert [int(r["seed"]) for r in rows] == [10, 11, 12, 13, 14]
@@ -130,5 +151,6 @@ def test_sample_writes_an_annotated_grid_and_a_csv_of_scores(world, tmp_path):
     for row, age, pm in zip(rows, expected.ages_years, expected.p_male, strict=True):
         assert float(row["age_years"]) == pytest.approx(age.item(), abs=0.01)
         assert row["gender"] == ("male" if pm >= 0.5 else "female")
+    assert means["mean_age"] == pytest.approx(float(expected.ages_years.mean()), abs=1e-4)
     grid = Image.open(png)
     assert grid.mode == "RGB" and grid.width > grid.height > 2 * 64  # 4 columns x 2 rows, with captions

@@ -1,7 +1,7 @@
 """Soft Actor-Critic as a Lightning module with manual optimisation, over the batched env protocol.
 
-Reference: cleanrl ``sac_continuous_action.py`` (defaults and update order); deviations are named where
-they happen. One ``training_step`` = one batched env step (``num_envs`` transitions, uniform random
+Reference: cleanrl ``sac_continuous_action.py`` (update order; its hyperparameters are
+``conf/agent/sac_cleanrl.yaml``); deviations are named where they happen. One ``training_step`` = one batched env step (``num_envs`` transitions, uniform random
 actions during warm-up, the current stochastic policy after) followed by ``updates_per_step`` SAC updates
 (critic, actor, temperature, Polyak). Lightning's ``global_step`` therefore counts optimiser steps (three
 per update); the project's x-axis is the environment-step counter :attr:`SACModule.env_steps`
@@ -37,7 +37,8 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from agelatent.agent.networks import SquashedGaussianActor, TwinQ, polyak_update
 from agelatent.agent.replay import ReplayBuffer
-from agelatent.env.protocol import BatchedEnv, check_observation, check_step_result
+from agelatent.config import from_mapping, to_dict
+from agelatent.env.batched import BatchedEnv, check_observation, check_step_result
 
 __all__ = ["NonFiniteLossError", "SACConfig", "SACModule", "evaluate_policy", "sac_trainer"]
 
@@ -46,30 +47,36 @@ class NonFiniteLossError(FloatingPointError):
     """A SAC loss became NaN/Inf; the message names the loss, the env step and the update."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SACConfig:
-    """SAC hyperparameters (defaults: cleanrl ``sac_continuous_action.py`` unless a comment says not)."""
+    """SAC hyperparameters. No defaults here: the values live in ``conf/agent/`` (``sac.yaml`` for this
+    project, ``sac_cleanrl.yaml`` for CleanRL's); build with :meth:`from_config`."""
 
-    seed: int = 0
-    total_env_steps: int = 1_000_000  # transitions to collect, then training stops (cleanrl total_timesteps)
-    buffer_size: int = 1_000_000
-    gamma: float = 0.99
-    tau: float = 0.005
-    batch_size: int = 256
-    learning_starts: int = 5_000  # transitions of uniform random actions before the first update
+    seed: int
+    total_env_steps: int  # transitions to collect, then training stops (cleanrl total_timesteps)
+    buffer_size: int
+    gamma: float
+    tau: float
+    batch_size: int
+    learning_starts: int  # transitions of uniform random actions before the first update
     # Gradient updates per training_step, i.e. per batched env step of num_envs transitions: the
     # update-to-data ratio is updates_per_step / num_envs. (cleanrl: 1 update per vector step.)
-    updates_per_step: int = 1
-    policy_lr: float = 3e-4
-    q_lr: float = 1e-3
-    alpha_lr: float = 1e-3  # cleanrl reuses q_lr for the temperature optimiser; same value, own knob
-    hidden_sizes: tuple[int, ...] = (256, 256)
-    init_alpha: float = 1.0  # cleanrl: log α = 0
-    target_entropy: float | None = None  # None: −action_dim (cleanrl, SB3)
-    log_std_min: float = -5.0
-    log_std_max: float = 2.0
-    checkpoint_replay: bool = False  # store the filled replay rows in checkpoints (exact resume)
-    episode_stats_window: int = 20  # completed episodes averaged in rollout/* metrics
+    updates_per_step: int
+    policy_lr: float
+    q_lr: float
+    alpha_lr: float  # cleanrl reuses q_lr for the temperature optimiser
+    hidden_sizes: tuple[int, ...]
+    init_alpha: float
+    target_entropy: float | None  # None: −action_dim (cleanrl, SB3)
+    log_std_min: float
+    log_std_max: float
+    checkpoint_replay: bool  # store the filled replay rows in checkpoints (exact resume)
+    episode_stats_window: int  # completed episodes averaged in rollout/* metrics
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> SACConfig:
+        """From a composed train config: the ``agent`` group and the run's top-level ``seed``."""
+        return from_mapping(cls, {**to_dict(cfg["agent"]), "seed": int(cfg["seed"])}, "agent")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
@@ -126,11 +133,11 @@ class _EnvTicks(IterableDataset):
 
 
 class SACModule(L.LightningModule):
-    """SAC over any :class:`~agelatent.env.protocol.BatchedEnv` (see the module docstring)."""
+    """SAC over any :class:`~agelatent.env.batched.BatchedEnv` (see the module docstring)."""
 
-    def __init__(self, env: BatchedEnv, cfg: SACConfig | Mapping[str, Any] | None = None) -> None:
+    def __init__(self, env: BatchedEnv, cfg: SACConfig | Mapping[str, Any]) -> None:
         super().__init__()
-        cfg = SACConfig(**cfg) if isinstance(cfg, Mapping) else (cfg or SACConfig())
+        cfg = SACConfig(**cfg) if isinstance(cfg, Mapping) else cfg
         for name in ("num_envs", "observation_dim", "action_dim"):
             if not int(getattr(env, name)) >= 1:
                 raise ValueError(f"env.{name} must be >= 1, got {getattr(env, name)!r}")
@@ -246,7 +253,7 @@ class SACModule(L.LightningModule):
             for _ in range(cfg.updates_per_step):
                 self._last_losses = self._update()
         finished = self.env_steps >= cfg.total_env_steps
-        if finished or self._logging_due():
+        if finished or self.logging_due():
             self._log_step(result.info)
         if finished:
             self.trainer.should_stop = True
@@ -335,18 +342,24 @@ class SACModule(L.LightningModule):
         self._lengths.extend(result.episode_length[done].tolist())
         self._episodes += int(done.sum())
 
-    def _logging_due(self) -> bool:
-        """True on the steps whose logged values Lightning writes (every ``Trainer.log_every_n_steps``).
+    def logging_due(self) -> bool:
+        """True every ``Trainer.log_every_n_steps`` batched env steps (counted from env step 0, so a resumed
+        run logs on the same steps). Nothing is computed for logging on the other steps."""
+        batched_steps = self.env_steps // self.env.num_envs
+        return batched_steps % max(int(self.trainer.log_every_n_steps), 1) == 0
 
-        ``self.log`` costs ~0.3 ms per metric on CPU, as much as a small SAC update, so nothing is logged
-        on the other steps. Lightning exposes this decision only on its (private) logger connector.
+    def log_metrics(self, metrics: Mapping[str, float | torch.Tensor]) -> None:
+        """Write ``metrics`` (plus ``env_step``) to every logger, with the env-step counter as the step.
+
+        Goes straight to the loggers' public ``log_metrics``: the x-axis is env steps, not Lightning's
+        ``global_step`` (three optimiser steps per update), and nothing is buffered per metric.
         """
-        connector = getattr(self.trainer, "_logger_connector", None)
-        return bool(getattr(connector, "should_update_logs", True))
+        values = {k: float(v) for k, v in metrics.items()} | {"env_step": float(self.env_steps)}
+        for logger in self.loggers:
+            logger.log_metrics(values, step=self.env_steps)
 
     def _log_step(self, info: Mapping[str, torch.Tensor]) -> None:
         metrics: dict[str, Any] = {
-            "env_step": float(self.env_steps),
             "train/updates": float(self.num_updates),
             "train/alpha": self.log_alpha.detach().exp(),
             "rollout/episodes": float(self._episodes),
@@ -363,7 +376,7 @@ class SACModule(L.LightningModule):
             elapsed = max(time.perf_counter() - start, 1e-9)
             metrics["time/env_steps_per_s"] = (self.env_steps - steps0) / elapsed
             metrics["time/updates_per_s"] = (self.num_updates - updates0) / elapsed
-        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
+        self.log_metrics(metrics)
 
 
 @torch.no_grad()

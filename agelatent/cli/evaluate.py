@@ -1,8 +1,9 @@
-"""``agelatent-eval``: the evaluation protocol (see :mod:`agelatent.evaluation.protocol`) as a Hydra job.
+"""``agelatent-eval``: the editors compared under one protocol (:mod:`agelatent.evaluation.comparison`) as
+a Hydra job on the *test* faces (``protocol=test``).
 
 Writes ``results.md`` / ``results.csv`` (one row per editor, mean and 95% CI per metric), ``edits.csv``
-(one row per edit), ``grid_<editor>.png`` and an offline W&B run (a results table and the grids) into
-``out_dir``.
+(one row per edit), ``grid_<editor>.png`` and an offline W&B run (a results table and the grids) into the
+job directory (``results/eval/<run_name>/``).
 """
 
 from __future__ import annotations
@@ -11,39 +12,37 @@ import logging
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from agelatent.evaluation.protocol import evaluate
-from agelatent.jobs import CONFIG_DIR, git_commit
+from agelatent.config import CONFIG_DIR
+from agelatent.evaluation.comparison import evaluate, validate
+from agelatent.runs import RunDir, run_job, wandb_settings
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, out_dir: Path) -> list[dict]:
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    rows = evaluate(cfg, out_dir)
-    if cfg.wandb.mode != "disabled":
-        log_to_wandb(cfg, out_dir, rows)
-    print((out_dir / "results.md").read_text())
+def run(cfg: DictConfig, out_dir: RunDir | Path) -> list[dict]:
+    """Evaluate and report; returns the results table's rows (one per editor)."""
+    run_dir = out_dir if isinstance(out_dir, RunDir) else RunDir(out_dir)
+    validate(cfg)  # before W&B starts a run or anything is written
+    rows = evaluate(cfg, run_dir.path)
+    settings = wandb_settings(cfg, run_dir, job_type="eval")
+    if settings is not None:
+        log_to_wandb(settings, run_dir.path, rows)
+    print((run_dir.path / "results.md").read_text())
     return rows
 
 
-def log_to_wandb(cfg: DictConfig, out_dir: Path, rows: list[dict]) -> None:
+def job(cfg: DictConfig, run_dir: RunDir) -> dict[str, float]:
+    """:func:`run` as a job: ``<editor>/<metric>`` -> value (what a sweeper may optimise)."""
+    return {f"{r['editor']}/{k}": v for r in run(cfg, run_dir) for k, v in r.items() if isinstance(v, float)}
+
+
+def log_to_wandb(settings: dict, out_dir: Path, rows: list[dict]) -> None:
     import wandb
 
-    with wandb.init(
-        project=cfg.wandb.project,
-        group=cfg.wandb.group,
-        name=out_dir.name,
-        dir=str(out_dir),
-        mode=cfg.wandb.mode,
-        tags=[f"commit:{git_commit()}", *cfg.wandb.tags],
-        config=OmegaConf.to_container(cfg, resolve=True),
-        job_type="eval",
-    ) as wb:
+    with wandb.init(**settings) as wb:
         columns = list(rows[0])
         wb.log(
             {
@@ -57,8 +56,8 @@ def log_to_wandb(cfg: DictConfig, out_dir: Path, rows: list[dict]) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> None:
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+def main(cfg: DictConfig) -> float | None:
+    return run_job(cfg, Path(HydraConfig.get().runtime.output_dir), job)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,17 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from agelatent.jobs import CONFIG_DIR
+from agelatent.config import CONFIG_DIR
 from agelatent.reports.grids import image_grid
+from agelatent.runs import RunDir, run_job
 from agelatent.world import build_world
 
 log = logging.getLogger(__name__)
 
 
-def sample(cfg: DictConfig, out_dir: Path) -> tuple[Path, Path]:
+def sample(cfg: DictConfig, out_dir: RunDir | Path) -> dict[str, float]:
+    """Write ``samples.png`` and ``scores.csv``; returns the faces' mean age and P(male)."""
+    out_dir = out_dir.path if isinstance(out_dir, RunDir) else Path(out_dir)
     if cfg.num_faces < 1 or cfg.columns < 1:
         raise ValueError(
             f"num_faces and columns must be >= 1 (got num_faces={cfg.num_faces}, columns={cfg.columns})"
@@ -54,12 +57,12 @@ def sample(cfg: DictConfig, out_dir: Path) -> tuple[Path, Path]:
     png_path = out_dir / "samples.png"
     grid.save(png_path)
     log.info("wrote %s and %s (mean age %.1f years)", png_path, csv_path, sum(ages) / len(ages))
-    return png_path, csv_path
+    return {"mean_age": sum(ages) / len(ages), "mean_p_male": sum(p_male) / len(p_male)}
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
-def main(cfg: DictConfig) -> None:
-    sample(cfg, Path(HydraConfig.get().runtime.output_dir))
+def main(cfg: DictConfig) -> float | None:
+    return run_job(cfg, Path(HydraConfig.get().runtime.output_dir), sample)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Editing methods behind one interface (see :mod:`agelatent.editors.base`)."""
 
-from agelatent.editors.base import OUTCOMES, Editor, EditResult, run_edits
+from agelatent.editors.base import Editor, EditResult, run_edits
 from agelatent.editors.baselines import (
     GlobalDirection,
     GradientDescent,
@@ -11,7 +11,6 @@ from agelatent.editors.baselines import (
 from agelatent.editors.policy import PolicyEditor
 
 __all__ = [
-    "OUTCOMES",
     "EditResult",
     "Editor",
     "GlobalDirection",

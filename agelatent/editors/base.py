@@ -19,8 +19,6 @@ from agelatent.env.latent_age import LatentAgeEnv
 
 __all__ = ["EditResult", "Editor", "run_edits"]
 
-OUTCOMES = ("running", "success", "identity_lost", "timeout")
-
 
 class Editor(Protocol):
     name: str
@@ -45,7 +43,7 @@ class EditResult:
     p_male: torch.Tensor  # [T+1, B]
     final_images: torch.Tensor  # [B, 3, H, W]
     start_images: torch.Tensor  # [B, 3, H, W]
-    outcome: torch.Tensor  # [B] index into OUTCOMES
+    outcome: torch.Tensor  # [B] agelatent.env.outcome.Outcome values
     steps: torch.Tensor  # [B] steps taken
     world_calls: int  # latents scored by the world (forward passes), all rows together
     seconds: float

@@ -31,13 +31,13 @@ class LocalLinearWalk:
 
     requires_action_mode = "local_linear"
 
-    def __init__(
-        self, max_years_per_step: float = 8.0, max_step_norm: float = 1.0, name: str = "local_linear_walk"
-    ):
+    def __init__(self, *, max_years_per_step: float, max_step_norm: float, name: str = "local_linear_walk"):
         self.max_years_per_step, self.max_step_norm, self.name = max_years_per_step, max_step_norm, name
 
     def propose(self, env: LatentAgeEnv) -> torch.Tensor:
-        return min_norm_step(env.grad, _wanted_years(env, self.max_years_per_step), self.max_step_norm)
+        return min_norm_step(
+            env.age_gradient, _wanted_years(env, self.max_years_per_step), self.max_step_norm
+        )
 
 
 class GlobalDirection:
@@ -49,8 +49,9 @@ class GlobalDirection:
     def __init__(
         self,
         direction: torch.Tensor,
-        max_years_per_step: float = 8.0,
-        max_step_norm: float = 1.0,
+        *,
+        max_years_per_step: float,
+        max_step_norm: float,
         name: str = "global_direction",
     ):
         self.direction = direction.float()
@@ -76,13 +77,15 @@ def _world_key(world, num_samples: int, seed: int, ridge: float) -> str:
 
 
 def fit_global_direction(
-    world, num_samples: int = 2000, seed: int = 2_000_000, ridge: float = 1.0, cache: bool = True
+    world, num_samples: int, first_seed: int, ridge: float = 1.0, cache: bool = True
 ) -> dict[str, torch.Tensor | float]:
-    """Least-squares (ridge) fit of ``age ≈ w·z + b`` on ``num_samples`` latents from seeds ``seed..``.
+    """Least-squares (ridge) fit of ``age ≈ w·z + b`` on ``num_samples`` latents from seeds ``first_seed..``
+    (``splits.direction_fit``: disjoint from the validation and test faces).
 
     Cached per world under the model cache (``derived/directions/``), keyed by the networks' weights and the fit
     settings. Returns ``{"w": [d], "b": float, "r2": float}``.
     """
+    seed = first_seed
     path = cache_dir() / "derived" / "directions" / f"age-{_world_key(world, num_samples, seed, ridge)}.pt"
     if cache and path.is_file():
         return torch.load(path, weights_only=True)
@@ -119,9 +122,10 @@ class GradientDescent:
 
     def __init__(
         self,
-        step_norm: float = 0.3,
-        age_scale: float = 10.0,
-        identity_weight: float = 5.0,
+        *,
+        step_norm: float,
+        age_scale: float,
+        identity_weight: float,
         name: str = "gradient_descent",
     ):
         self.step_norm, self.age_scale, self.identity_weight, self.name = (
@@ -132,13 +136,11 @@ class GradientDescent:
         )
 
     def propose(self, env: LatentAgeEnv) -> torch.Tensor:
-        world = env.world
-        if not getattr(world.perception, "differentiable", True):
+        if not env.world.perception.differentiable:
             raise ValueError("gradient_descent needs a differentiable perception (perception.runtime=torch)")
         z = env.z.detach().requires_grad_(True)
-        scores = world.score(z, with_grad=True)
-        env.world_calls += len(z)
-        sim = world.identity_similarity(scores.identity, env.identity0)
+        scores = env.score(z, with_grad=True)
+        sim = env.world.identity_similarity(scores.identity, env.identity0)
         age_term = ((scores.ages_years - env.targets) / self.age_scale) ** 2
         id_term = (env.cfg.identity.soft_threshold - sim).clamp_min(0)
         (grad,) = torch.autograd.grad((age_term + self.identity_weight * id_term).sum(), z)
@@ -153,7 +155,7 @@ class RandomWalk:
 
     requires_action_mode = None
 
-    def __init__(self, step_norm: float = 0.3, seed: int = 0, name: str = "random_walk"):
+    def __init__(self, *, step_norm: float, seed: int, name: str = "random_walk"):
         self.step_norm, self.name = step_norm, name
         self._rng = torch.Generator().manual_seed(seed)
 

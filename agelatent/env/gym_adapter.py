@@ -1,4 +1,4 @@
-"""N copies of a gymnasium Box environment behind the batched protocol (:mod:`agelatent.env.protocol`).
+"""N copies of a gymnasium Box environment behind the batched protocol (:mod:`agelatent.env.batched`).
 
 A plain loop over the copies rather than ``gymnasium.vector.SyncVectorEnv``: gymnasium 1.x vector envs
 auto-reset on the *next* step by default (that step ignores its action), and the same-step mode reports
@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agelatent.env.protocol import StepResult
+from agelatent.env.batched import StepResult
 
 __all__ = ["GymBoxEnv"]
 

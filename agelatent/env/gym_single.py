@@ -22,8 +22,7 @@ __all__ = ["LatentAgeGymEnv"]
 class LatentAgeGymEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, world, cfg: LatentAgeEnvConfig | dict, reward: Reward, render_mode: str | None = None):
-        cfg = cfg if isinstance(cfg, LatentAgeEnvConfig) else LatentAgeEnvConfig.from_dict(cfg)
+    def __init__(self, world, cfg: LatentAgeEnvConfig, reward: Reward, render_mode: str | None = None):
         self.env = LatentAgeEnv(world, dataclasses.replace(cfg, num_envs=1), reward, auto_reset=False)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.env.observation_dim,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.env.action_dim,), np.float32)

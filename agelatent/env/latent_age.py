@@ -1,11 +1,12 @@
-"""The latent age-editing MDP (DESIGN.md §3), batched over ``num_envs`` episodes on the world's device.
+"""The latent age-editing MDP (docs/design.md, "The MDP"), batched over ``num_envs`` episodes on the world's device.
 
 State (observation, float32, in this order; ``d`` = latent dim):
 
-* with ``observe_latent`` (default): ``z`` (``d``, the current latent; standard-normal prior, so already
+* with ``env.observe_latent`` (on with ``action=full``): ``z`` (``d``, the current latent; standard-normal prior, so already
   unit-scaled) and ``(z - z0) * offset_scale`` (``d``): how far the edit has moved from the start face;
 * ``‖z - z0‖`` and ``10 (‖z‖/√d - 1)``: the size of the edit and its distance from the prior's shell;
-* ``(target - 40) / 20``, ``(age - 40) / 20``, ``(target - age) / 20``: target and current age;
+* ``(target - c) / s``, ``(age - c) / s``, ``(target - age) / s``: target and current age, with ``c`` the
+  middle of the perception's ``age_range`` and ``s`` a quarter of its width (embedded world: 40 and 20);
 * ``similarity`` and ``(similarity - hard_bound) / (1 - hard_bound)``: identity to the start face;
 * ``t / max_steps``: the step fraction;
 * ``local_linear`` actions only: ``log10 |ĝ|`` (steepness of the local age direction, years per unit).
@@ -21,7 +22,7 @@ Actions are in ``[-1, 1]`` and mapped to a latent displacement Δz:
 
 Transition: z' = z + Δz, then optionally radially clamped into the prior's typical set
 (‖z‖/√d within ``1 ± typical_set_tolerance``). Termination: success when |age − target| ≤
-``success_tolerance`` with similarity ≥ the hard bound; failure when similarity < the hard bound;
+``success_tolerance_years`` with similarity ≥ the hard bound; failure when similarity < the hard bound;
 truncation at ``max_steps``. The reward is a :class:`~agelatent.env.rewards.Reward`.
 
 One world call per step scores all ``B`` new latents (images, ages, identity, gender); with
@@ -36,31 +37,44 @@ given faces with given targets and, with ``auto_reset=False``, freezes rows that
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from agelatent.config import from_mapping, to_dict
+from agelatent.env.batched import StepResult
 from agelatent.env.local_linear import AgeDirectionConfig, local_age_gradient, min_norm_step, orthogonal_basis
-from agelatent.env.protocol import StepResult
+from agelatent.env.outcome import Outcome
 from agelatent.env.rewards import Reward, Transition
 from agelatent.env.targets import TargetConfig
 
-__all__ = ["ACTION_MODES", "ActionConfig", "IdentityConfig", "LatentAgeEnv", "LatentAgeEnvConfig"]
+__all__ = [
+    "ACTION_MODES",
+    "MDP_GROUPS",
+    "ActionConfig",
+    "IdentityConfig",
+    "LatentAgeEnv",
+    "LatentAgeEnvConfig",
+]
 
 ACTION_MODES = ("full", "local_linear")
-AGE_CENTRE, AGE_SCALE = 40.0, 20.0  # observation normalisation of ages (the age model spans 0..80)
+#: the config groups that define the MDP (a policy is evaluated under its run's values of these)
+MDP_GROUPS = ("env", "action", "identity", "target")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ActionConfig:
-    mode: str = "local_linear"  # full | local_linear
-    full_step_size: float = 0.05  # full: Δz = full_step_size * a (per latent dimension)
-    max_years_per_step: float = 8.0  # local_linear: a[0] = ±1 asks for this many years
-    max_step_norm: float = 1.0  # local_linear: cap on ‖δ_age‖ where the age direction is flat
-    num_corrections: int = 4  # local_linear: K orthogonal correction directions
-    correction_scale: float = 0.1  # local_linear: latent units per unit correction action
-    basis_seed: int = 1234  # the fixed random subspace the corrections live in
+    """How actions in [-1, 1] become latent displacements (values: ``conf/action/``)."""
+
+    mode: str  # full | local_linear
+    full_step_size: float  # full: Δz = full_step_size * a (per latent dimension)
+    max_years_per_step: float  # local_linear: a[0] = ±1 asks for this many years
+    max_step_norm: float  # local_linear: cap on ‖δ_age‖ where the age direction is flat
+    num_corrections: int  # local_linear: K orthogonal correction directions
+    correction_scale: float  # local_linear: latent units per unit correction action
+    basis_seed: int  # the fixed random subspace the corrections live in
 
     def __post_init__(self) -> None:
         if self.mode not in ACTION_MODES:
@@ -75,13 +89,14 @@ class ActionConfig:
             raise ValueError(f"action.num_corrections must be >= 0, got {self.num_corrections}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class IdentityConfig:
     """Identity similarity to the start face: below ``soft_threshold`` the reward penalises, below
-    ``hard_bound`` the episode fails. Units are the world's similarity (embedded world: 1 − dlib distance)."""
+    ``hard_bound`` the episode fails. Units are the world's similarity (embedded world: 1 − dlib distance).
+    Values: ``conf/identity/``."""
 
-    soft_threshold: float = 0.6
-    hard_bound: float = 0.5
+    soft_threshold: float
+    hard_bound: float
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.hard_bound <= self.soft_threshold < 1.0):
@@ -91,61 +106,61 @@ class IdentityConfig:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LatentAgeEnvConfig:
-    num_envs: int = 32
-    max_steps: int = 10
-    success_tolerance: float = 3.0  # years
-    typical_set: bool = True
-    typical_set_tolerance: float = 0.1
-    offset_scale: float = 5.0
-    observe_latent: bool = True  # include z and z - z0 in the observation (else only their norms)
-    action: ActionConfig = field(default_factory=ActionConfig)
-    identity: IdentityConfig = field(default_factory=IdentityConfig)
-    target: TargetConfig = field(default_factory=TargetConfig)
-    age_direction: AgeDirectionConfig = field(default_factory=AgeDirectionConfig)
+    """The MDP's settings: ``conf/env/`` plus the ``action``, ``identity`` and ``target`` groups. No defaults
+    here: build it with :meth:`from_config` from a composed config (see :mod:`agelatent.config`)."""
+
+    num_envs: int
+    max_steps: int
+    success_tolerance_years: float  # |age − target| ≤ this with identity kept ends an episode as a success
+    typical_set: bool
+    typical_set_tolerance: float
+    offset_scale: float
+    observe_latent: bool  # include z and z − z0 in the observation (else only their norms)
+    age_direction: AgeDirectionConfig
+    action: ActionConfig
+    identity: IdentityConfig
+    target: TargetConfig
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LatentAgeEnvConfig:
-        d = dict(d)
-        for key, sub in (
-            ("action", ActionConfig),
-            ("identity", IdentityConfig),
-            ("target", TargetConfig),
-            ("age_direction", AgeDirectionConfig),
-        ):
-            if key in d and not isinstance(d[key], sub):
-                d[key] = sub(**d[key])
-        return cls(**d)
+    def from_config(cls, cfg: Mapping[str, Any]) -> LatentAgeEnvConfig:
+        """From a composed train/eval config: its ``env`` group with the ``action``, ``identity`` and
+        ``target`` groups as the nested sections."""
+        groups = {key: to_dict(cfg[key]) for key in MDP_GROUPS}
+        return from_mapping(cls, {**groups.pop("env"), **groups}, "env")
 
     def __post_init__(self) -> None:
         if self.num_envs < 1:
             raise ValueError(f"env.num_envs must be >= 1, got {self.num_envs}")
         if self.max_steps < 1:
             raise ValueError(f"env.max_steps must be >= 1, got {self.max_steps}")
-        if not (math.isfinite(self.success_tolerance) and self.success_tolerance > 0):
-            raise ValueError(f"env.success_tolerance must be > 0 years, got {self.success_tolerance}")
+        if not (math.isfinite(self.success_tolerance_years) and self.success_tolerance_years > 0):
+            raise ValueError(
+                f"env.success_tolerance_years must be > 0 years, got {self.success_tolerance_years}"
+            )
         if not 0 < self.typical_set_tolerance < 1:
             raise ValueError(f"env.typical_set_tolerance must be in (0, 1), got {self.typical_set_tolerance}")
         t, a = self.target, self.action
         if a.mode == "local_linear" and t.mode == "relative":
-            reach = self.max_steps * a.max_years_per_step + self.success_tolerance
+            reach = self.max_steps * a.max_years_per_step + self.success_tolerance_years
             if t.max_delta > reach:
                 raise ValueError(
                     f"unreachable targets: target.max_delta={t.max_delta} years but an episode can ask for at "
-                    f"most max_steps * action.max_years_per_step + success_tolerance = {reach:g} years; raise "
+                    f"most max_steps * action.max_years_per_step + success_tolerance_years = {reach:g} years; raise "
                     "env.max_steps or action.max_years_per_step, or lower target.max_delta"
                 )
 
 
 class LatentAgeEnv:
-    """The MDP above over a :class:`~agelatent.world.World` (implements :class:`~agelatent.env.protocol.BatchedEnv`)."""
+    """The MDP above over a :class:`~agelatent.world.World` (implements :class:`~agelatent.env.batched.BatchedEnv`)."""
 
-    def __init__(
-        self, world, cfg: LatentAgeEnvConfig | dict, reward: Reward, *, auto_reset: bool = True
-    ) -> None:
-        self.cfg = cfg if isinstance(cfg, LatentAgeEnvConfig) else LatentAgeEnvConfig.from_dict(cfg)
-        cfg = self.cfg
+    def __init__(self, world, cfg: LatentAgeEnvConfig, reward: Reward, *, auto_reset: bool = True) -> None:
+        if not isinstance(cfg, LatentAgeEnvConfig):
+            raise TypeError(
+                f"cfg must be a LatentAgeEnvConfig (LatentAgeEnvConfig.from_config(composed_cfg)), got {type(cfg)}"
+            )
+        self.cfg = cfg
         self.world = world
         self.reward = reward
         self.auto_reset = auto_reset
@@ -160,12 +175,16 @@ class LatentAgeEnv:
         if (
             self.local_linear
             and cfg.age_direction.method == "autograd"
-            and not getattr(world.perception, "differentiable", True)
+            and not world.perception.differentiable
         ):
             raise ValueError(
                 "age_direction.method=autograd needs a differentiable perception (perception.runtime=torch); "
                 "use age_direction.method=probes with perception.runtime=onnxruntime"
             )
+        self.age_range = tuple(float(a) for a in world.perception.age_range)
+        cfg.target.check_age_range(self.age_range)
+        lo, hi = self.age_range
+        self._age_centre, self._age_scale = (lo + hi) / 2, (hi - lo) / 4  # ages observed as ~[-2, 2]
         self.action_dim = 1 + cfg.action.num_corrections if self.local_linear else d
         self.observation_dim = (2 * d if cfg.observe_latent else 0) + 8 + (1 if self.local_linear else 0)
         basis = torch.randn(
@@ -185,22 +204,39 @@ class LatentAgeEnv:
         self.start_p_male = torch.zeros(b, device=self.device)
         self.identity0 = torch.zeros(b, 1, device=self.device)
         self.similarity = torch.ones(b, device=self.device)
-        self.grad = torch.zeros(b, d, device=self.device)
+        self._grad = torch.zeros(b, d, device=self.device)
         self.t = torch.zeros(b, dtype=torch.long, device=self.device)
         self.returns = torch.zeros(b, device=self.device)
         self.active = torch.ones(b, dtype=torch.bool, device=self.device)  # False: frozen (auto_reset off)
-        self.outcome = torch.zeros(
-            b, dtype=torch.long, device=self.device
-        )  # 0 running, 1 success, 2 lost, 3 timeout
+        self.outcome = torch.full((b,), int(Outcome.RUNNING), dtype=torch.long, device=self.device)
         self.p_male = torch.zeros(b, device=self.device)
         self.images: torch.Tensor | None = None
-        self.world_calls = 0  # latents scored (the cost unit of an edit)
+        self._world_calls = 0  # latents scored (the cost unit of an edit)
         self._stats = self._empty_stats()
 
     # ---- scoring ----------------------------------------------------------------------------------------
+    @property
+    def world_calls(self) -> int:
+        """Latents scored by the world so far, probes included: the cost unit of an edit."""
+        return self._world_calls
+
+    @property
+    def age_gradient(self) -> torch.Tensor:
+        """ĝ ``[B, d]``: the local age direction at the current latents (years per latent unit), kept up to
+        date by every step in ``local_linear`` mode."""
+        if not self.local_linear:
+            raise RuntimeError("the age gradient is only tracked with action.mode=local_linear")
+        return self._grad
+
+    def score(self, latents: torch.Tensor, *, with_grad: bool = False):
+        """Score latents through the world, counted in :attr:`world_calls` (for editors that look ahead,
+        e.g. white-box gradient descent)."""
+        self._world_calls += len(latents)
+        return self.world.score(latents, with_grad=with_grad)
+
     def _score(self, latents: torch.Tensor):
         """Score latents; with local-linear autograd actions also return ĝ at them."""
-        self.world_calls += len(latents)
+        self._world_calls += len(latents)
         if not self.local_linear:
             return self.world.score(latents), None
         if self.cfg.age_direction.method == "autograd":
@@ -210,7 +246,7 @@ class LatentAgeEnv:
             return _detach_scores(scores), grad
         scores = self.world.score(latents)
         grad, _ = local_age_gradient(self.world, latents, self.cfg.age_direction, self._rng)
-        self.world_calls += len(latents) * 2 * min(self.cfg.age_direction.num_probes, self.latent_dim)
+        self._world_calls += len(latents) * 2 * min(self.cfg.age_direction.num_probes, self.latent_dim)
         return scores, grad
 
     def _start(self, rows: torch.Tensor, latents: torch.Tensor, targets: torch.Tensor | None) -> None:
@@ -226,13 +262,13 @@ class LatentAgeEnv:
         self.identity0[rows] = scores.identity
         self.similarity[rows] = 1.0
         if grad is not None:
-            self.grad[rows] = grad
+            self._grad[rows] = grad
         if targets is None:
             targets = self.cfg.target.sample(scores.ages_years.cpu(), self._rng).to(self.device)
         self.targets[rows] = targets
         self.t[rows] = 0
         self.returns[rows] = 0.0
-        self.outcome[rows] = 0
+        self.outcome[rows] = Outcome.RUNNING
         self.active[rows] = True
         if self.images is None or self.images.shape[1:] != scores.images.shape[1:]:
             self.images = torch.zeros(self.num_envs, *scores.images.shape[1:], device=self.device)
@@ -264,8 +300,11 @@ class LatentAgeEnv:
         targets = torch.as_tensor(targets, dtype=torch.float32, device=self.device).reshape(-1)
         if targets.shape != (self.num_envs,):
             raise ValueError(f"targets must be [num_envs] = [{self.num_envs}], got {tuple(targets.shape)}")
-        if not ((targets >= 0) & (targets <= 80)).all():
-            raise ValueError(f"target ages must lie in the age model's range [0, 80], got {targets.tolist()}")
+        lo, hi = self.age_range
+        if not ((targets >= lo) & (targets <= hi)).all():
+            raise ValueError(
+                f"target ages must lie in the age model's range [{lo:g}, {hi:g}], got {targets.tolist()}"
+            )
         rows = torch.arange(self.num_envs, device=self.device)
         self._start(rows, start_latents.to(self.device, torch.float32), targets)
         return self.observation()
@@ -278,15 +317,15 @@ class LatentAgeEnv:
         parts += [
             offset.norm(dim=1, keepdim=True),
             (self.z.norm(dim=1, keepdim=True) / self._radius - 1.0) * 10.0,
-            ((self.targets - AGE_CENTRE) / AGE_SCALE)[:, None],
-            ((self.ages - AGE_CENTRE) / AGE_SCALE)[:, None],
-            ((self.targets - self.ages) / AGE_SCALE)[:, None],
+            ((self.targets - self._age_centre) / self._age_scale)[:, None],
+            ((self.ages - self._age_centre) / self._age_scale)[:, None],
+            ((self.targets - self.ages) / self._age_scale)[:, None],
             self.similarity[:, None],
             ((self.similarity - bound) / (1.0 - bound))[:, None],
             (self.t.float() / cfg.max_steps)[:, None],
         ]
         if self.local_linear:
-            parts.append(torch.log10(self.grad.norm(dim=1, keepdim=True).clamp_min(1e-3)))
+            parts.append(torch.log10(self._grad.norm(dim=1, keepdim=True).clamp_min(1e-3)))
         return torch.cat(parts, dim=1).float()
 
     def displacement(self, actions: torch.Tensor) -> torch.Tensor:
@@ -295,9 +334,9 @@ class LatentAgeEnv:
         actions = actions.to(self.device, torch.float32).clamp(-1.0, 1.0)
         if not self.local_linear:
             return a.full_step_size * actions
-        delta = min_norm_step(self.grad, actions[:, 0] * a.max_years_per_step, a.max_step_norm)
+        delta = min_norm_step(self._grad, actions[:, 0] * a.max_years_per_step, a.max_step_norm)
         if a.num_corrections:
-            basis = orthogonal_basis(self.grad, self._basis)  # [B, K, d]
+            basis = orthogonal_basis(self._grad, self._basis)  # [B, K, d]
             delta = delta + a.correction_scale * torch.einsum("bk,bkd->bd", actions[:, 1:], basis)
         return delta
 
@@ -339,11 +378,11 @@ class LatentAgeEnv:
         self.similarity[rows] = self.world.identity_similarity(scores.identity, self.identity0[rows])
         self.images[rows] = scores.images
         if grad is not None:
-            self.grad[rows] = grad
+            self._grad[rows] = grad
         self.t[rows] += 1
 
         identity_lost = active & (self.similarity < cfg.identity.hard_bound)
-        success = active & ~identity_lost & ((self.ages - self.targets).abs() <= cfg.success_tolerance)
+        success = active & ~identity_lost & ((self.ages - self.targets).abs() <= cfg.success_tolerance_years)
         terminated = success | identity_lost
         truncated = active & ~terminated & (self.t >= cfg.max_steps)
         transition = Transition(
@@ -360,9 +399,9 @@ class LatentAgeEnv:
         reward = torch.where(active, reward, torch.zeros_like(reward))
         self.returns += reward
         done = terminated | truncated
-        self.outcome[success] = 1
-        self.outcome[identity_lost] = 2
-        self.outcome[truncated] = 3
+        self.outcome[success] = Outcome.SUCCESS
+        self.outcome[identity_lost] = Outcome.IDENTITY_LOST
+        self.outcome[truncated] = Outcome.TIMEOUT
 
         info = {
             "age": self.ages.clone(),
@@ -405,8 +444,8 @@ class LatentAgeEnv:
             return
         s = self._stats
         s["episodes"] += float(done.sum())
-        s["success"] += float((self.outcome[done] == 1).sum())
-        s["identity_lost"] += float((self.outcome[done] == 2).sum())
+        s["success"] += float((self.outcome[done] == Outcome.SUCCESS).sum())
+        s["identity_lost"] += float((self.outcome[done] == Outcome.IDENTITY_LOST).sum())
         s["age_error"] += float((self.ages[done] - self.targets[done]).abs().sum())
         s["similarity"] += float(self.similarity[done].sum())
         s["length"] += float(self.t[done].sum())

@@ -18,11 +18,13 @@ import torch
 METHODS = ("autograd", "probes")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AgeDirectionConfig:
-    method: str = "autograd"  # autograd | probes
-    num_probes: int = 8  # K, probes method only (2K extra age evaluations per latent)
-    probe_sigma: float = 0.5  # σ in latent units, probes method only
+    """How ĝ is estimated (values: ``env.age_direction`` in ``conf/env/``)."""
+
+    method: str  # autograd | probes
+    num_probes: int  # K, probes method only (2K extra age evaluations per latent)
+    probe_sigma: float  # σ in latent units, probes method only
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

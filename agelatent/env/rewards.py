@@ -2,7 +2,8 @@
 their weighted sum, composed from the Hydra ``reward/`` group (ablate a term by removing it or zeroing it).
 
 Every term maps a batched :class:`Transition` to ``[B]`` and is unitless by construction (years are divided
-by a scale), so weights are comparable across terms.
+by a scale), so weights are comparable across terms. The terms' constructors take keyword arguments only
+and have no defaults: their values live in ``conf/reward/`` (build with :meth:`Reward.from_config`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class Transition:
 class RewardTerm:
     """Base class: ``weight * value(transition)``."""
 
-    def __init__(self, weight: float = 1.0) -> None:
+    def __init__(self, *, weight: float) -> None:
         if not torch.isfinite(torch.tensor(float(weight))):
             raise ValueError(f"{type(self).__name__}.weight must be finite, got {weight}")
         self.weight = float(weight)
@@ -45,8 +46,8 @@ class RewardTerm:
 class AgeProgress(RewardTerm):
     """Reduction of the distance to the target age this step, in units of ``scale_years``."""
 
-    def __init__(self, weight: float = 1.0, scale_years: float = 5.0) -> None:
-        super().__init__(weight)
+    def __init__(self, *, weight: float, scale_years: float) -> None:
+        super().__init__(weight=weight)
         if not scale_years > 0:
             raise ValueError(f"AgeProgress.scale_years must be > 0, got {scale_years}")
         self.scale_years = scale_years
@@ -61,8 +62,8 @@ class IdentityPenalty(RewardTerm):
     """How far identity similarity is below the soft threshold (0 above it), plus ``loss_penalty`` once
     the hard bound is crossed (the episode then ends)."""
 
-    def __init__(self, weight: float = 1.0, soft_threshold: float = 0.7, loss_penalty: float = 1.0) -> None:
-        super().__init__(weight)
+    def __init__(self, *, weight: float, soft_threshold: float, loss_penalty: float) -> None:
+        super().__init__(weight=weight)
         self.soft_threshold = soft_threshold
         self.loss_penalty = loss_penalty
 
@@ -74,8 +75,8 @@ class IdentityPenalty(RewardTerm):
 class LatentPrior(RewardTerm):
     """Penalise leaving the prior's typical set: |‖z‖/√d − 1| beyond a tolerance."""
 
-    def __init__(self, weight: float = 1.0, tolerance: float = 0.1) -> None:
-        super().__init__(weight)
+    def __init__(self, *, weight: float, tolerance: float) -> None:
+        super().__init__(weight=weight)
         self.tolerance = tolerance
 
     def value(self, t: Transition) -> torch.Tensor:
@@ -86,8 +87,8 @@ class LatentPrior(RewardTerm):
 class StepCost(RewardTerm):
     """A constant cost per step (prefer short edits) plus a cost on the step's latent norm."""
 
-    def __init__(self, weight: float = 1.0, per_step: float = 0.05, per_unit_norm: float = 0.0) -> None:
-        super().__init__(weight)
+    def __init__(self, *, weight: float, per_step: float, per_unit_norm: float) -> None:
+        super().__init__(weight=weight)
         self.per_step = per_step
         self.per_unit_norm = per_unit_norm
 
@@ -110,9 +111,36 @@ class Reward:
             raise ValueError("reward needs at least one term (reward.terms is empty)")
         self.terms = {name: term for name, term in terms.items() if term is not None}
 
+    @classmethod
+    def zero(cls) -> Reward:
+        """A reward of 0 for every transition: for envs that only move editors, judged by metrics."""
+        reward = cls.__new__(cls)
+        reward.terms = {}
+        return reward
+
+    @classmethod
+    def from_config(cls, reward_cfg) -> Reward:
+        """From the ``reward`` group: each entry of ``terms`` is instantiated from its ``_target_`` (a term
+        set to null is dropped); a bad term's own message is reported with its config path."""
+        from hydra.errors import InstantiationException
+        from hydra.utils import instantiate
+
+        terms = {}
+        for name, term in (reward_cfg.terms or {}).items():
+            if term is None:
+                continue
+            try:
+                terms[name] = instantiate(term)
+            except InstantiationException as err:  # the term's own message, not Hydra's wrapper
+                cause = err.__cause__ or err
+                raise ValueError(f"reward.terms.{name}: {cause}") from err
+        return cls(terms)
+
     def components(self, t: Transition) -> dict[str, torch.Tensor]:
         return {name: term(t) for name, term in self.terms.items()}
 
     def __call__(self, t: Transition) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         parts = self.components(t)
+        if not parts:
+            return torch.zeros_like(t.ages_after), parts
         return torch.stack(list(parts.values())).sum(dim=0), parts

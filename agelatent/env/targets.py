@@ -9,26 +9,42 @@ import torch
 MODES = ("absolute", "relative")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TargetConfig:
-    mode: str = "absolute"
-    min_age: float = 20.0  # absolute: targets uniform in [min_age, max_age]; relative: the clip range
-    max_age: float = 60.0
-    min_delta: float = 5.0  # relative: |Δ| uniform in [min_delta, max_delta], sign random
-    max_delta: float = 20.0
+    """Values: ``conf/target/``. The age bounds are checked against the perception's ``age_range`` by
+    :meth:`check_age_range` (the env does it when it is built; configs are checked before models load)."""
+
+    mode: str
+    min_age: float  # absolute: targets uniform in [min_age, max_age]; relative: the clip range
+    max_age: float
+    min_delta: float  # relative: |Δ| uniform in [min_delta, max_delta], sign random
+    max_delta: float
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"target.mode must be one of {MODES}, got {self.mode!r}")
-        if not 0 <= self.min_age <= self.max_age <= 80:
+        if not 0 <= self.min_age <= self.max_age:
             raise ValueError(
-                f"target ages must satisfy 0 <= min_age <= max_age <= 80 (the age model's range), "
-                f"got min_age={self.min_age}, max_age={self.max_age}"
+                f"target ages must satisfy 0 <= min_age <= max_age, got min_age={self.min_age}, "
+                f"max_age={self.max_age}"
             )
-        if not 0 <= self.min_delta <= self.max_delta <= 80:
+        if not 0 <= self.min_delta <= self.max_delta:
             raise ValueError(
-                f"relative targets must satisfy 0 <= min_delta <= max_delta <= 80, "
+                f"relative targets must satisfy 0 <= min_delta <= max_delta, "
                 f"got min_delta={self.min_delta}, max_delta={self.max_delta}"
+            )
+
+    def check_age_range(self, age_range: tuple[float, float]) -> None:
+        """Raise unless every target this config can draw lies in the age model's ``age_range``."""
+        lo, hi = age_range
+        if not lo <= self.min_age <= self.max_age <= hi:
+            raise ValueError(
+                f"target ages must lie in the age model's range [{lo:g}, {hi:g}], got min_age={self.min_age}, "
+                f"max_age={self.max_age}: change target.min_age / target.max_age"
+            )
+        if self.max_delta > hi - lo:
+            raise ValueError(
+                f"target.max_delta={self.max_delta} exceeds the age model's whole range [{lo:g}, {hi:g}]"
             )
 
     def sample(self, start_ages: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

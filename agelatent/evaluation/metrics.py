@@ -1,7 +1,8 @@
-"""Per-edit metrics and their bootstrap 95% confidence intervals (DESIGN.md §4).
+"""Per-edit metrics and their bootstrap 95% confidence intervals (docs/design.md, "Evaluation").
 
-Per edit: final |age - target|, success (within ``success_years`` of the target with identity kept at the
-hard bound), identity similarity to the start face and whether it stays at or above the hard bound, gender
+Per edit: final |age - target|, success (within ``success_window_years`` — ``protocol.success_window_years``,
+not the env's episode-ending ``success_tolerance_years`` — of the target with identity kept at the hard
+bound), identity similarity to the start face and whether it stays at or above the hard bound, gender
 flip (P(male) crosses 0.5), latent typicality (|‖z‖/√d - 1|), steps; per batch: world calls and seconds
 per edit.
 """
@@ -15,11 +16,11 @@ import torch
 
 from agelatent.editors.base import EditResult
 
-__all__ = ["METRICS", "bootstrap_ci", "edit_metrics", "summarise"]
+__all__ = ["METRICS", "SUMMARY_KEYS", "bootstrap_ci", "edit_metrics", "summarise"]
 
 #: metric -> (description, higher is better)
 METRICS = {
-    "success_rate": ("|age - target| <= success_years and identity >= hard bound", True),
+    "success_rate": ("|age - target| <= success_window_years and identity >= hard bound", True),
     "age_error": ("final |age - target| in years", False),
     "similarity": ("final identity similarity to the start face", True),
     "bound_rate": ("fraction of edits whose identity stays >= the hard bound", True),
@@ -27,6 +28,8 @@ METRICS = {
     "typicality": ("|‖z‖/√d - 1| of the final latent", False),
     "steps": ("steps taken", False),
 }
+#: keys of :func:`summarise`'s result that are a mean over edits (what a sweeper may optimise)
+SUMMARY_KEYS = (*METRICS, "world_calls_per_edit", "seconds_per_edit")
 
 
 @dataclass(frozen=True)
@@ -37,14 +40,14 @@ class Interval:
 
 
 def edit_metrics(
-    result: EditResult, hard_bound: float, success_years: float = 5.0
+    result: EditResult, hard_bound: float, success_window_years: float
 ) -> dict[str, torch.Tensor]:
     """Per-edit values ``[B]`` (float) for every metric in :data:`METRICS`."""
     err = (result.final_ages - result.targets).abs()
     kept = result.final_similarity >= hard_bound
     d = result.final_latents.shape[1]
     return {
-        "success_rate": ((err <= success_years) & kept).float(),
+        "success_rate": ((err <= success_window_years) & kept).float(),
         "age_error": err,
         "similarity": result.final_similarity,
         "bound_rate": kept.float(),
@@ -54,9 +57,7 @@ def edit_metrics(
     }
 
 
-def bootstrap_ci(
-    values: torch.Tensor, num_resamples: int = 2000, seed: int = 0, level: float = 0.95
-) -> Interval:
+def bootstrap_ci(values: torch.Tensor, num_resamples: int, seed: int, level: float = 0.95) -> Interval:
     """Percentile bootstrap of the mean (resampling edits with replacement)."""
     v = values.detach().double().cpu().flatten()
     if len(v) == 0:
@@ -69,14 +70,13 @@ def bootstrap_ci(
     return Interval(float(v.mean()), lo, hi)
 
 
-def summarise(
-    result: EditResult, hard_bound: float, success_years: float = 5.0, seed: int = 0
-) -> dict[str, float]:
+def summarise(result: EditResult, hard_bound: float, protocol) -> dict[str, float]:
     """Mean and 95% CI of every metric (keys ``<metric>``, ``<metric>_low``, ``<metric>_high``), plus
-    ``edits``, ``world_calls_per_edit`` and ``seconds_per_edit``."""
+    ``edits``, ``world_calls_per_edit`` and ``seconds_per_edit``. ``protocol``: the ``protocol`` config
+    group (success window, bootstrap resamples and seed)."""
     out: dict[str, float] = {"edits": float(len(result.targets))}
-    for name, values in edit_metrics(result, hard_bound, success_years).items():
-        ci = bootstrap_ci(values, seed=seed)
+    for name, values in edit_metrics(result, hard_bound, protocol.success_window_years).items():
+        ci = bootstrap_ci(values, protocol.bootstrap.resamples, protocol.bootstrap.seed)
         out[name], out[f"{name}_low"], out[f"{name}_high"] = ci.mean, ci.low, ci.high
     n = max(len(result.targets), 1)
     out["world_calls_per_edit"] = result.world_calls / n

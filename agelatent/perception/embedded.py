@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -35,34 +36,21 @@ from agelatent.perception.align import (
     face_chip_details,
     resize_bicubic,
 )
+from agelatent.perception.base import FaceScores, check_finite
 from agelatent.perception.dlib_resnet import DlibFaceResNet
 from agelatent.perception.onnx_models import (
+    AGE_RANGE_YEARS,
     CHIP_PADDING,
     RUNTIMES,
     AgeEstimator,
     GenderClassifier,
     OrtSettings,
 )
-from agelatent.world.base import FaceScores
 
-__all__ = ["DLIB_SAME_PERSON_DISTANCE", "EmbeddedPerception", "NonFiniteScoresError"]
+__all__ = ["DLIB_SAME_PERSON_DISTANCE", "EmbeddedPerception"]
 
 #: dlib's published decision rule for its face descriptor: same person when the distance is below this.
 DLIB_SAME_PERSON_DISTANCE = 0.6
-
-
-class NonFiniteScoresError(FloatingPointError):
-    """A perception network produced NaN or Inf: the input images (or the weights) are broken."""
-
-
-def _check_finite(name: str, values: torch.Tensor) -> torch.Tensor:
-    if not torch.isfinite(values).all():
-        bad = (~torch.isfinite(values.reshape(values.shape[0], -1))).any(-1).nonzero().flatten().tolist()
-        raise NonFiniteScoresError(
-            f"perception produced non-finite {name} for batch rows {bad[:10]}; check the generator output "
-            "for NaN/Inf (e.g. latents that overflowed) and the model files (`agelatent-models verify`)"
-        )
-    return values
 
 
 class EmbeddedPerception(nn.Module):
@@ -73,6 +61,9 @@ class EmbeddedPerception(nn.Module):
     network is always the project's torch port of dlib's ResNet. Every ``*_path`` overrides the pinned,
     sha256-checked copy from the model store with a local file.
     """
+
+    #: dlib-models age-v1's 81 classes: under one year, then 1..80 years
+    age_range: ClassVar[tuple[float, float]] = AGE_RANGE_YEARS
 
     def __init__(
         self,
@@ -134,7 +125,9 @@ class EmbeddedPerception(nn.Module):
         """Ages in years ``[B]`` (skips gender and identity)."""
         work = self.work_images(images)
         lm = self.landmarks(work)
-        return _check_finite("ages", self.age_model(self._chips(work, lm, 64, CHIP_PADDING)))
+        ages = self.age_model(self._chips(work, lm, 64, CHIP_PADDING))
+        check_finite({"ages": ages}, "the embedded perception's age network (dlib-models age-v1)")
+        return ages
 
     def forward(self, images: torch.Tensor) -> FaceScores:
         work = self.work_images(images)
@@ -142,11 +135,11 @@ class EmbeddedPerception(nn.Module):
         ages = self.age_model(self._chips(work, lm, 64, CHIP_PADDING))
         p_male = self.gender_model(self._chips(work, lm, 32, CHIP_PADDING))
         identity = self.identity_model(self._chips(work, lm, 150, DEFAULT_PADDING))
-        return FaceScores(
-            ages_years=_check_finite("ages", ages),
-            identity=_check_finite("identity embeddings", identity),
-            p_male=_check_finite("gender probabilities", p_male),
+        check_finite(
+            {"ages": ages, "gender probabilities": p_male, "identity embeddings": identity},
+            "the embedded perception's networks (dlib-models age-v1 and gender-v1, dlib's face descriptor)",
         )
+        return FaceScores(ages_years=ages, identity=identity, p_male=p_male)
 
     @staticmethod
     def identity_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agelatent.perception.embedded import NonFiniteScoresError
+from agelatent.perception.base import FaceScores, check_finite
 from agelatent.perception.onnx_models import (
     RUNTIMES,
     OnnxRunner,
@@ -54,7 +54,6 @@ from agelatent.perception.onnx_models import (
     TorchRunner,
     check_signature,
 )
-from agelatent.world.base import FaceScores
 
 __all__ = [
     "ARCFACE_TEMPLATE_112",
@@ -62,6 +61,7 @@ __all__ = [
     "FFHQ_LANDMARKS_1024",
     "GENDERAGE_BOX_EXPANSION",
     "GENDERAGE_KEY",
+    "INSIGHTFACE_AGE_RANGE",
     "INSIGHTFACE_SAME_PERSON_COSINE",
     "RECOGNITION_KEY",
     "InsightFacePerception",
@@ -119,6 +119,10 @@ GENDERAGE_BOX_EXPANSION = 1.5
 #: "They ARE the same person" (deepinsight/insightface ``web-demos/src_recognition/main.py``: < 0.2 not the same,
 #: 0.2-0.28 likely the same, >= 0.28 the same).
 INSIGHTFACE_SAME_PERSON_COSINE = 0.28
+
+#: Ages in years genderage predicts: its third output is age / 100 (``Attribute.get`` reports
+#: ``round(out[2] * 100)``), i.e. a 0..100-year scale. It is a linear output, not clamped to that scale.
+INSIGHTFACE_AGE_RANGE: tuple[float, float] = (0.0, 100.0)
 
 _FFHQ_RESOLUTION = 1024
 _GENDERAGE_OUTPUTS = 3  # out[0:2] gender logits (female, male), out[2] age / 100
@@ -443,41 +447,27 @@ class _SessionRunner(OnnxRunner):
         inputs = x.detach().to(device, torch.float32).contiguous()
         out = torch.empty((inputs.shape[0], self.signature.output_width), dtype=torch.float32, device=device)
         binding = self.session.io_binding()
-        binding.bind_input(
-            name=self.signature.input_name,
-            device_type="cuda",
-            device_id=self.cuda_device_id,
-            element_type=np.float32,
-            shape=tuple(inputs.shape),
-            buffer_ptr=inputs.data_ptr(),
-        )
-        binding.bind_output(
-            name=self.signature.output_name,
-            device_type="cuda",
-            device_id=self.cuda_device_id,
-            element_type=np.float32,
-            shape=tuple(out.shape),
-            buffer_ptr=out.data_ptr(),
-        )
+        self._bind(binding.bind_input, self.signature.input_name, inputs)
+        self._bind(binding.bind_output, self.signature.output_name, out)
         # onnxruntime computes on its own CUDA stream: the input must be complete before it reads it. The run
         # returns after onnxruntime synchronised its outputs, so `out` is ready for any torch stream.
         torch.cuda.current_stream(device).synchronize()
         self.session.run_with_iobinding(binding)
         return out.to(x.device)
 
+    def _bind(self, bind, name: str, tensor: torch.Tensor) -> None:
+        """``bind``: ``IOBinding.bind_input`` or ``bind_output``, onto ``tensor``'s CUDA float32 memory."""
+        bind(
+            name=name,
+            device_type="cuda",
+            device_id=self.cuda_device_id,
+            element_type=np.float32,
+            shape=tuple(tensor.shape),
+            buffer_ptr=tensor.data_ptr(),
+        )
+
 
 # --- The perception module ----------------------------------------------------------------------------------
-def _check_finite(name: str, values: torch.Tensor) -> torch.Tensor:
-    finite = torch.isfinite(values.reshape(values.shape[0], -1)).all(-1)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero().flatten().tolist()
-        raise NonFiniteScoresError(
-            f"insightface perception produced non-finite {name} for batch rows {bad[:10]}; check the generator "
-            "output for NaN/Inf and the model files"
-        )
-    return values
-
-
 def _landmarks_array(landmarks_1024: Sequence[Sequence[float]]) -> np.ndarray:
     points = np.asarray([[float(v) for v in p] for p in landmarks_1024], dtype=np.float64)
     if points.shape != (5, 2) or not np.isfinite(points).all():
@@ -508,6 +498,8 @@ class InsightFacePerception(nn.Module):
     ``landmarks_1024`` / ``face_box_1024``: the fixed alignment (defaults: :data:`FFHQ_LANDMARKS_1024`,
     :data:`FFHQ_FACE_BOX_1024`), in pixels of a 1024x1024 FFHQ-aligned image, scaled to the images' size.
     """
+
+    age_range: ClassVar[tuple[float, float]] = INSIGHTFACE_AGE_RANGE
 
     def __init__(
         self,
@@ -585,15 +577,18 @@ class InsightFacePerception(nn.Module):
     def genderage_outputs(self, images: torch.Tensor) -> torch.Tensor:
         """The genderage network's raw output ``[B, 3]``: female logit, male logit, age / 100."""
         chips = self.genderage_chips(images)
-        return _check_finite(
-            "genderage outputs", self.genderage.runner(self._normalise(chips, self.genderage))
-        )
+        out = self.genderage.runner(self._normalise(chips, self.genderage))
+        check_finite({"genderage outputs": out}, f"insightface's genderage network ({self.genderage.path})")
+        return out
 
     def embeddings(self, images: torch.Tensor) -> torch.Tensor:
         """The ArcFace network's raw embedding ``[B, 512]`` (not normalised)."""
         chips = self.recognition_chips(images)
         raw = self.recognition.runner(self._normalise(chips, self.recognition))
-        return _check_finite("identity embeddings", raw)
+        check_finite(
+            {"identity embeddings": raw}, f"insightface's recognition network ({self.recognition.path})"
+        )
+        return raw
 
     def ages(self, images: torch.Tensor) -> torch.Tensor:
         """Ages in years ``[B]`` (continuous ``out[:, 2] * 100``; skips the recognition network)."""

@@ -47,6 +47,7 @@ from agelatent.store import model_path
 
 __all__ = [
     "AGE_BIN_YEARS",
+    "AGE_RANGE_YEARS",
     "AGE_SIGNATURE",
     "CHIP_PADDING",
     "GENDER_LABELS",
@@ -80,6 +81,9 @@ RGB_SCALE: float = 1.0 / 256.0
 # Age in years that each of the 81 output bins stands for: bin 0 is "under one year" (0.25), bin k is k years.
 # The estimate is the expectation sum_k p_k * AGE_BIN_YEARS[k].
 AGE_BIN_YEARS: tuple[float, ...] = (0.25, *(float(k) for k in range(1, 81)))
+# The ages the model can tell apart, in years: its 81 classes cover under one year (bin 0) up to 80. The
+# estimate, an expectation over the bins, lies in [AGE_BIN_YEARS[0], AGE_BIN_YEARS[-1]] = [0.25, 80].
+AGE_RANGE_YEARS: tuple[float, float] = (0.0, AGE_BIN_YEARS[-1])
 # Order of the gender model's two outputs.
 GENDER_LABELS: tuple[str, str] = ("female", "male")
 # Padding the training chips were cut with: dlib.get_face_chip(img, five_point_shape, size, padding=0.2).

@@ -54,3 +54,26 @@ def image_grid(
                     (x + 2, y + cell_h + 2), captions[r][c], fill="black", font=font, spacing=2
                 )
     return canvas
+
+
+def edit_grid(result, targets: Sequence[float], rows: int) -> Image.Image:
+    """An :class:`~agelatent.editors.EditResult` over faces x ``targets`` (face-major, as
+    :func:`agelatent.evaluation.held_out.held_out_edits` orders them) as a grid: rows are the first ``rows``
+    faces; columns the start face, then the final face for each target (caption: age, similarity, outcome)."""
+    from agelatent.env.outcome import Outcome
+
+    marks = {Outcome.SUCCESS: "ok", Outcome.IDENTITY_LOST: "id lost", Outcome.TIMEOUT: "timeout"}
+    n_t = len(targets)
+    images, captions = [], []
+    for f in range(rows):
+        first = f * n_t
+        row_images = [result.start_images[first]] + [result.final_images[first + j] for j in range(n_t)]
+        row_caps = [f"start {result.ages[0, first]:.0f}y"]
+        for j in range(n_t):
+            i = first + j
+            mark = marks.get(Outcome(int(result.outcome[i])), "")
+            row_caps.append(f"{result.final_ages[i]:.0f}y sim {result.final_similarity[i]:.2f}\n{mark}")
+        images.append(torch.stack(row_images))
+        captions.append(row_caps)
+    titles = ["start"] + [f"target {t:g}" for t in targets]
+    return image_grid(torch.stack(images), captions, titles)

@@ -1,19 +1,13 @@
-"""A reward with every term of ``conf/reward/default.yaml`` at fixed weights, for tests that build envs directly."""
+"""The training reward as ``make train`` composes it, for tests and tools that build envs directly."""
 
 from __future__ import annotations
 
-from agelatent.env.rewards import AgeProgress, IdentityPenalty, LatentPrior, Reward, StepCost, SuccessBonus
+from agelatent.config import compose_config
+from agelatent.env.rewards import Reward
 
-__all__ = ["all_terms_reward"]
+__all__ = ["composed_reward"]
 
 
-def all_terms_reward(soft_threshold: float = 0.6) -> Reward:
-    return Reward(
-        {
-            "age_progress": AgeProgress(1.0, 5.0),
-            "identity": IdentityPenalty(1.0, soft_threshold),
-            "latent_prior": LatentPrior(1.0, 0.1),
-            "step_cost": StepCost(1.0, 0.05),
-            "success": SuccessBonus(2.0),
-        }
-    )
+def composed_reward(*overrides: str) -> Reward:
+    """``conf/reward/`` as composed by ``conf/train.yaml`` with Hydra ``overrides`` (e.g. ``identity=arcface``)."""
+    return Reward.from_config(compose_config("train", list(overrides)).reward)

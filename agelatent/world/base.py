@@ -13,14 +13,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class FaceScores:
-    """What the perception networks say about a batch of face images (all tensors on the world's device)."""
-
-    ages_years: torch.Tensor  # [B] expected age in years
-    identity: torch.Tensor  # [B, D] identity embedding (compare with Perception.identity_similarity)
-    p_male: torch.Tensor  # [B] probability the face is male
+from agelatent.perception.base import FaceScores
 
 
 @dataclass(frozen=True)
@@ -35,21 +28,6 @@ class Generator(Protocol):
     resolution: int
 
     def __call__(self, latents: torch.Tensor) -> torch.Tensor: ...
-
-
-class Perception(Protocol):
-    """Frozen face networks: images in [-1, 1] -> ages, identity embeddings, gender."""
-
-    #: identity similarity at or above which two faces count as the same person
-    same_person_similarity: float
-
-    def __call__(self, images: torch.Tensor) -> FaceScores: ...
-
-    def ages(self, images: torch.Tensor) -> torch.Tensor:
-        """Ages only (skips the identity network): the cheap path for probes and age-only baselines."""
-        ...
-
-    def identity_similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor: ...
 
 
 def freeze(module: nn.Module) -> nn.Module:

@@ -1,0 +1,161 @@
+"""Editors compared under one protocol (docs/design.md, "Evaluation"): every editor on the same held-out
+faces x target grid, under the same MDP rules, scored by the reward's networks and optionally by a second
+evaluator.
+
+Rows of the results table are editors; columns are the metrics of :mod:`agelatent.evaluation.metrics`
+with bootstrap 95% CIs, plus ``evaluator_*`` columns when an evaluator is configured (the final and start
+images re-scored by a second perception: a different alignment of the same networks, or another ONNX age
+model), which exposes an editor that games the reward's own networks.
+
+When a trained policy is evaluated, the MDP (the ``MDP_GROUPS``: env, action, identity, target) is taken
+from its run's saved config, so the policy acts exactly as it was trained and the baselines face the same
+rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from agelatent.editors import (
+    EditResult,
+    GlobalDirection,
+    GradientDescent,
+    LocalLinearWalk,
+    PolicyEditor,
+    RandomWalk,
+    fit_global_direction,
+    run_edits,
+)
+from agelatent.env.latent_age import LatentAgeEnv, LatentAgeEnvConfig
+from agelatent.env.rewards import Reward
+from agelatent.evaluation.held_out import check_protocol, held_out_edits
+from agelatent.evaluation.metrics import bootstrap_ci, summarise
+from agelatent.reports.grids import edit_grid
+from agelatent.reports.tables import protocol_note, write_edits_csv, write_table
+from agelatent.runs import RunDir
+
+__all__ = ["EDITORS", "evaluate", "validate"]
+
+log = logging.getLogger(__name__)
+
+EDITORS = ("sac_policy", "local_linear_walk", "global_direction", "gradient_descent", "random_walk")
+
+
+def make_editor(name: str, cfg: DictConfig, world, env_cfg: LatentAgeEnvConfig):
+    s = cfg.editor_settings
+    a = env_cfg.action
+    if name == "local_linear_walk":
+        return LocalLinearWalk(max_years_per_step=a.max_years_per_step, max_step_norm=a.max_step_norm)
+    if name == "global_direction":
+        g = s.global_direction
+        fit = fit_global_direction(world, g.num_samples, g.first_seed)
+        return GlobalDirection(
+            fit["w"], max_years_per_step=a.max_years_per_step, max_step_norm=a.max_step_norm
+        )
+    if name == "gradient_descent":
+        g = s.gradient_descent
+        return GradientDescent(
+            step_norm=g.step_norm, age_scale=g.age_scale, identity_weight=g.identity_weight
+        )
+    if name == "random_walk":
+        return RandomWalk(step_norm=s.random_walk.step_norm, seed=int(cfg.seed))
+    raise ValueError(f"unknown editor {name!r}; known: {EDITORS}")
+
+
+def validate(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, Path | None]:
+    """Every config error before any model loads; returns the MDP the editors run under and the policy's
+    checkpoint (None without ``sac_policy``)."""
+    from agelatent.world import perception_class
+
+    unknown = [e for e in cfg.editors if e not in EDITORS]
+    if unknown:
+        raise ValueError(f"editors: unknown {unknown}; choose from {list(EDITORS)}")
+    if "sac_policy" in cfg.editors and not cfg.policy:
+        raise ValueError(
+            "editors includes sac_policy but policy is null: set policy=runs/<name> (a training run)"
+        )
+    check_protocol(cfg.protocol, perception_class(cfg).age_range, "protocol")
+    ckpt, mdp_source = None, cfg
+    if cfg.policy:
+        run, ckpt = RunDir.of_policy(cfg.policy)
+        mdp_source = run.load_config() or cfg
+    return LatentAgeEnvConfig.from_config(mdp_source), ckpt
+
+
+def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]:
+    """Run the protocol; writes ``results.csv``, ``results.md``, ``edits.csv`` and ``grid_<editor>.png``."""
+    env_cfg, ckpt = validate(cfg)
+    if world is None:
+        from agelatent.world import build_world
+
+        world = build_world(cfg)
+    evaluator = None
+    if cfg.get("evaluator") and cfg.evaluator.get("_target_"):
+        evaluator = instantiate(cfg.evaluator).to(world.device).eval()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    protocol = cfg.protocol
+    targets = [float(t) for t in protocol.targets]
+    starts, target_t, seeds = held_out_edits(world, protocol)
+    rows, results = [], {}
+    for name in cfg.editors:
+        # the policy acts in its trained action mode and the walk needs ĝ from the env; the others run in the
+        # cheaper `full` mode (same transition rules: they move by raw latent steps)
+        mode = {"sac_policy": env_cfg.action.mode, "local_linear_walk": "local_linear"}.get(name, "full")
+        ecfg = dataclasses.replace(
+            env_cfg, num_envs=len(seeds), action=dataclasses.replace(env_cfg.action, mode=mode)
+        )
+        env = LatentAgeEnv(world, ecfg, Reward.zero(), auto_reset=False)  # editors are judged by metrics
+        editor = (
+            PolicyEditor.from_checkpoint(ckpt, env)
+            if name == "sac_policy"
+            else make_editor(name, cfg, world, ecfg)
+        )
+        result = run_edits(env, editor, starts, target_t)
+        summary = summarise(result, env_cfg.identity.hard_bound, protocol)
+        if evaluator is not None:
+            summary.update(_evaluator_summary(evaluator, result, env_cfg, protocol))
+        rows.append({"editor": name, **summary})
+        results[name] = result
+        edit_grid(result, targets, min(protocol.grid_faces, protocol.num_faces)).save(
+            out_dir / f"grid_{name}.png"
+        )
+        log.info(
+            "%s: success %.2f, |age error| %.1f, similarity %.2f",
+            name,
+            summary["success_rate"],
+            summary["age_error"],
+            summary["similarity"],
+        )
+    write_edits_csv(out_dir / "edits.csv", list(results.values()), seeds)
+    write_table(
+        rows,
+        out_dir / "results",
+        title=cfg.get("title") or "Editors on held-out faces",
+        note=protocol_note(protocol, env_cfg.max_steps, env_cfg.identity.hard_bound),
+    )
+    return rows
+
+
+def _evaluator_summary(evaluator, result: EditResult, env_cfg, protocol) -> dict[str, float]:
+    with torch.no_grad():
+        final, start = evaluator(result.final_images), evaluator(result.start_images)
+    sim = evaluator.identity_similarity(final.identity, start.identity)
+    err = (final.ages_years - result.targets).abs()
+    kept = sim >= env_cfg.identity.hard_bound
+    out = {}
+    for key, values in (
+        ("evaluator_age_error", err),
+        ("evaluator_success_rate", ((err <= protocol.success_window_years) & kept).float()),
+        ("evaluator_similarity", sim),
+    ):
+        ci = bootstrap_ci(values, protocol.bootstrap.resamples, protocol.bootstrap.seed)
+        out[key], out[key + "_low"], out[key + "_high"] = ci.mean, ci.low, ci.high
+    return out

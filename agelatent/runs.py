@@ -1,0 +1,208 @@
+"""Run directories and the job guard every entry point runs inside.
+
+A run directory (``runs/<run_name>/`` for training, ``results/eval/<name>/`` for an evaluation, ...) is
+described once, by :class:`RunDir`; nothing else spells its file names. :func:`run_job` is the one place
+that seeds a job, records a failure (``FAILED.txt``), clears a stale failure after a success, finishes the
+W&B run whatever happened, and hands a sweeper the metric it optimises.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from agelatent.config import CONFIG_DIR
+
+__all__ = ["RunDir", "git_commit", "is_multirun", "run_job", "wandb_settings"]
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one job's output directory."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def checkpoint(self) -> Path:
+        """The training state to resume from and to evaluate (written atomically)."""
+        return self.path / "checkpoints" / "last.ckpt"
+
+    @property
+    def config(self) -> Path:
+        """The resolved config the job ran with (evaluation rebuilds a policy's MDP from it)."""
+        return self.path / "config.yaml"
+
+    @property
+    def failed(self) -> Path:
+        """Present only while the job's last attempt failed: the error and its traceback."""
+        return self.path / "FAILED.txt"
+
+    @property
+    def summary(self) -> Path:
+        """The job's result as JSON (training: the validation summary)."""
+        return self.path / "summary.json"
+
+    @property
+    def metrics(self) -> Path:
+        """Training curves, one row per logging step (appended to on resume)."""
+        return self.path / "metrics.csv"
+
+    @property
+    def wandb_id(self) -> Path:
+        """The W&B run id, so that a resumed job continues the same W&B run."""
+        return self.path / "wandb_id.txt"
+
+    @classmethod
+    def of_policy(cls, policy: str | Path) -> tuple[RunDir, Path]:
+        """``policy`` = a training run directory or a checkpoint inside one -> (run dir, checkpoint)."""
+        path = Path(policy)
+        if path.is_dir():
+            run = cls(path)
+            ckpt = run.checkpoint
+        else:
+            ckpt = path
+            run = cls(path.parent.parent)
+        if not ckpt.is_file():
+            raise FileNotFoundError(
+                f"policy={policy}: no checkpoint at {ckpt}; pass a training run directory (runs/<name>) or "
+                "its checkpoints/last.ckpt, or drop sac_policy from editors"
+            )
+        return run, ckpt
+
+    def load_config(self) -> DictConfig | None:
+        return OmegaConf.load(self.config) if self.config.is_file() else None  # type: ignore[return-value]
+
+    def save_config(self, cfg: DictConfig) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, self.config, resolve=True)
+
+    def has_failed(self) -> bool:
+        """True when the last attempt failed or never produced a checkpoint."""
+        return self.failed.is_file() or not self.checkpoint.is_file()
+
+    def stable_wandb_id(self) -> str:
+        if self.wandb_id.is_file():
+            return self.wandb_id.read_text().strip()
+        run_id = secrets.token_hex(4)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.wandb_id.write_text(run_id)
+        return run_id
+
+
+def run_job(
+    cfg: DictConfig,
+    run_dir: RunDir | Path,
+    task: Callable[[DictConfig, RunDir], Mapping[str, Any] | None],
+) -> float | None:
+    """Run ``task(cfg, run_dir)`` as a job: the guard every entry point (train, eval, sample, tables) uses.
+
+    * seeds Python, NumPy and torch from ``cfg.seed`` and sets ``cfg.threads`` torch threads when given;
+    * on an exception writes ``FAILED.txt`` (error + traceback) and re-raises, so a multirun records the
+      failed job and goes on with the others;
+    * on success removes a ``FAILED.txt`` left by an earlier attempt (a resumed run that now succeeds);
+    * finishes the W&B run either way (exit code 1 after a failure);
+    * returns ``task``'s value of ``cfg.optimized_metric`` (when set) for a Hydra sweeper to optimise.
+    """
+    import lightning as L
+    import torch
+
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
+    metric = cfg.get("optimized_metric")
+    ok = False
+    try:
+        if cfg.get("seed") is not None:
+            L.seed_everything(int(cfg.seed), verbose=False)
+        if cfg.get("threads"):
+            torch.set_num_threads(int(cfg.threads))
+        result = task(cfg, run) or {}
+        if metric is not None and metric not in result:
+            raise KeyError(
+                f"optimized_metric={metric!r} is not among the job's results {sorted(result)}; pick one of those"
+            )
+        ok = True
+    except BaseException:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.failed.write_text(traceback.format_exc())
+        raise
+    finally:
+        _finish_wandb(0 if ok else 1)
+    run.failed.unlink(missing_ok=True)
+    if metric is None:
+        return None
+    return float(result[metric])
+
+
+def _finish_wandb(exit_code: int) -> None:
+    wandb = sys.modules.get("wandb")  # never import it just to finish nothing
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=exit_code)
+
+
+def git_commit() -> str:
+    """Short commit of the checkout the configs come from ("unknown" outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=CONFIG_DIR,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def is_multirun() -> bool:
+    """True inside a Hydra multirun job (a sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return HydraConfig.get().mode.name == "MULTIRUN"
+    except ValueError:  # not under Hydra (a notebook, a test calling the job function directly)
+        return False
+
+
+def wandb_settings(cfg: DictConfig, run: RunDir, *, job_type: str) -> dict[str, Any] | None:
+    """``wandb.init`` keyword arguments for this job, or None when ``cfg.logger`` asks for no W&B run.
+
+    Runs are grouped per sweep (the sweep directory's name) unless ``logger.wandb.group`` says otherwise,
+    tagged with the commit, carry the resolved config, and keep one id per run directory so that a resumed
+    job continues its W&B run.
+    """
+    wb = cfg.logger.get("wandb") if cfg.get("logger") is not None else None
+    if wb is None or wb.mode == "disabled":
+        return None
+    multirun = is_multirun()
+    group = wb.group
+    if group is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        group = Path(HydraConfig.get().sweep.dir).name if multirun else run.name
+    return {
+        "project": wb.project,
+        "group": group,
+        "name": f"{group}-{run.name}" if multirun else run.name,  # multirun job dirs are numbered
+        "dir": str(run.path),
+        "mode": wb.mode,
+        "tags": [f"commit:{git_commit()}", *wb.tags],
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "id": run.stable_wandb_id(),
+        "resume": "allow",
+        "job_type": job_type,
+    }
