@@ -26,9 +26,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_thread():
-    """One torch thread for the test: small networks gain little from a second one and CI's cores are shared."""
+    """One torch thread while a module's tests run (request it, or ``pytestmark =
+    pytest.mark.usefixtures("one_thread")``): small networks gain little from a second thread and CI's two
+    cores are shared; on them, small convolutions run far faster on one thread than on two."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -34,17 +34,12 @@ from agelatent.perception.insightface_models import (
 from agelatent.testing.standins import arcface_stand_in, genderage_stand_in
 
 # insightface's estimate_norm calls skimage's deprecated SimilarityTransform.estimate.
-pytestmark = pytest.mark.filterwarnings("ignore:.*estimate.*deprecated:FutureWarning")
+_FILTER = pytest.mark.filterwarnings("ignore:.*estimate.*deprecated:FutureWarning")
 
 CPU = ["CPUExecutionProvider"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [_FILTER, pytest.mark.usefixtures("one_thread")]
 
 
 # --- Stand-in models (agelatent.testing.standins) -------------------------------------------------------

@@ -24,18 +24,13 @@ from agelatent.testing.standins import write_insightface_pack, write_stylegan2_c
 from agelatent.world import World, build_world
 
 # insightface's estimate_norm calls skimage's deprecated SimilarityTransform.estimate.
-pytestmark = pytest.mark.filterwarnings("ignore:.*estimate.*deprecated:FutureWarning")
+_FILTER = pytest.mark.filterwarnings("ignore:.*estimate.*deprecated:FutureWarning")
 
 SIZE, STYLE_DIM, N_MLP = 64, 64, 2
 CHANNELS = {4: 64, 8: 64, 16: 32, 32: 16, 64: 8}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [_FILTER, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

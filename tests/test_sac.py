@@ -73,9 +73,7 @@ class TargetEnv:
         )
 
 
-@pytest.fixture(autouse=True)
-def _tiny_networks_one_thread(one_thread):
-    """These networks are tiny: intra-op threads only add synchronisation (and CI cores are shared)."""
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: extra threads only synchronise
 
 
 make_trainer = sac_trainer
@@ -310,8 +308,8 @@ def run_recorded(seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
 
     class RecordLosses(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if pl_module._last_losses:
-                losses.append(torch.stack([v.clone() for v in pl_module._last_losses.values()]))
+            if pl_module.last_losses:
+                losses.append(torch.stack([v.clone() for v in pl_module.last_losses.values()]))
 
     make_trainer(callbacks=[RecordLosses()]).fit(module)
     return torch.cat(env.actions_seen), losses

@@ -51,13 +51,7 @@ def ckpt(tmp_path_factory, small_state):
     return save_stylegan2_checkpoint(tmp_path_factory.mktemp("sg2") / "g.pt", small_state)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small convolutions on a shared 2-core machine are ~100x faster on one thread than on two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------ references

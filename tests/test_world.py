@@ -34,13 +34,13 @@ def test_score_returns_every_output_with_the_documented_shapes(world, scores):
         assert t.device == world.device and t.dtype == torch.float32 and not t.requires_grad
 
 
-def test_scores_on_generated_faces_are_plausible(scores):
+def test_scores_on_generated_faces_are_plausible(world, scores):
     # over 3,000 generated faces the age model's mean is about 31.6 years (sd 10.7); 64 faces give a mean
     # well inside 25-40
     ages = scores.ages_years
     assert 25 < ages.mean() < 40 and 5 < ages.std() < 20
-    assert ((ages >= 0) & (ages <= 80)).all()
-    assert ((scores.p_male >= 0) & (scores.p_male <= 1)).all()
+    lo, hi = world.perception.age_range
+    assert ((ages >= lo) & (ages <= hi)).all()
     # both genders occur, and the classifier is mostly confident
     assert 0.15 < (scores.p_male > 0.5).float().mean() < 0.85
     assert ((scores.p_male - 0.5).abs() > 0.3).float().mean() > 0.6

@@ -174,7 +174,9 @@ class SACModule(L.LightningModule):
         self._returns: deque[float] = deque(maxlen=cfg.episode_stats_window)
         self._lengths: deque[int] = deque(maxlen=cfg.episode_stats_window)
         self._episodes = 0
-        self._last_losses: dict[str, torch.Tensor] = {}
+        self.last_losses: dict[
+            str, torch.Tensor
+        ] = {}  # of the latest update (critic/actor/alpha, q, entropy)
         self._clock: tuple[float, int, int] | None = None
 
     # ---- acting -------------------------------------------------------------------------------------
@@ -251,7 +253,7 @@ class SACModule(L.LightningModule):
 
         if self.env_steps >= cfg.learning_starts and len(self.replay) >= cfg.batch_size:
             for _ in range(cfg.updates_per_step):
-                self._last_losses = self._update()
+                self.last_losses = self._update()
         finished = self.env_steps >= cfg.total_env_steps
         if finished or self.logging_due():
             self._log_step(result.info)
@@ -364,7 +366,7 @@ class SACModule(L.LightningModule):
             "train/alpha": self.log_alpha.detach().exp(),
             "rollout/episodes": float(self._episodes),
         }
-        metrics.update({f"train/{k}": v for k, v in self._last_losses.items()})
+        metrics.update({f"train/{k}": v for k, v in self.last_losses.items()})
         if self._returns:
             metrics["rollout/episode_return"] = sum(self._returns) / len(self._returns)
             metrics["rollout/episode_length"] = sum(self._lengths) / len(self._lengths)

@@ -118,23 +118,24 @@ class EmbeddedPerception(nn.Module):
         """Five-point landmarks ``[B, 5, 2]`` (work-image pixels, float64 CPU); constants for autograd."""
         return self.landmarker(work.detach())
 
-    def _chips(self, work: torch.Tensor, landmarks: torch.Tensor, size: int, padding: float) -> torch.Tensor:
+    def chips(self, work: torch.Tensor, landmarks: torch.Tensor, size: int, padding: float) -> torch.Tensor:
+        """dlib-style chips ``[B, 3, size, size]`` of work images at given landmarks (alignment held fixed)."""
         return extract_chips(work, face_chip_details(landmarks, size, padding))
 
     def ages(self, images: torch.Tensor) -> torch.Tensor:
         """Ages in years ``[B]`` (skips gender and identity)."""
         work = self.work_images(images)
         lm = self.landmarks(work)
-        ages = self.age_model(self._chips(work, lm, 64, CHIP_PADDING))
+        ages = self.age_model(self.chips(work, lm, 64, CHIP_PADDING))
         check_finite({"ages": ages}, "the embedded perception's age network (dlib-models age-v1)")
         return ages
 
     def forward(self, images: torch.Tensor) -> FaceScores:
         work = self.work_images(images)
         lm = self.landmarks(work)
-        ages = self.age_model(self._chips(work, lm, 64, CHIP_PADDING))
-        p_male = self.gender_model(self._chips(work, lm, 32, CHIP_PADDING))
-        identity = self.identity_model(self._chips(work, lm, 150, DEFAULT_PADDING))
+        ages = self.age_model(self.chips(work, lm, 64, CHIP_PADDING))
+        p_male = self.gender_model(self.chips(work, lm, 32, CHIP_PADDING))
+        identity = self.identity_model(self.chips(work, lm, 150, DEFAULT_PADDING))
         check_finite(
             {"ages": ages, "gender probabilities": p_male, "identity embeddings": identity},
             "the embedded perception's networks (dlib-models age-v1 and gender-v1, dlib's face descriptor)",

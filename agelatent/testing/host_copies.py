@@ -300,7 +300,7 @@ def allowed_copies(num_envs: int, latent_dim: int) -> tuple[AllowedCopy, ...]:
             "check_finite",
             ("DtoH",),
             flag,
-            "NaN/Inf guard on each network's outputs (docs/design.md, \"Reliability\"): one flag per network call",
+            'NaN/Inf guard on each network\'s outputs (docs/design.md, "Reliability"): one flag per network call',
         ),
         rule(
             "agelatent/agent/sac.py",
