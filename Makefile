@@ -34,13 +34,16 @@ models: install  ## fetch, extract and sha256-check the pretrained weights (cach
 sample: models  ## write a grid of generated faces annotated with predicted age/gender, plus a CSV
 	$(BIN)/agelatent-sample $(ARGS)
 
-train: models  ## train the SAC age-editing policy on the embedded world (~15 min on 2 CPU cores); Hydra overrides in ARGS="..."
+train: models  ## train the SAC age-editing policy on the embedded world (timings: docs/measurements.md); Hydra overrides in ARGS="..."
 	$(BIN)/agelatent-train $(ARGS)
 
 bench: models  ## benchmarks (JSON + console): world.score throughput by batch, identity port vs dlib-bin
 	@mkdir -p results/bench
 	$(BIN)/python experiments/bench_world.py --json results/bench/world.json
 	$(BIN)/python experiments/bench_identity.py --json results/bench/identity.json
+
+measurements: install  ## regenerate docs/measurements.md from results/bench, RUN=runs/<name> and EVAL=results/eval/<name>
+	$(BIN)/python experiments/measurements.py $(if $(RUN),--run $(RUN)) $(if $(EVAL),--eval $(EVAL))
 
 gpu-smoke: install  ## paper-grade world on CUDA, stand-in weights: throughput, SAC, eval, copy check (<5 min; no GPU: skips)
 	@mkdir -p results/bench
@@ -85,4 +88,4 @@ clean:  ## remove caches and sample outputs (keeps .venv, runs/ and the model ca
 
 ARGS ?=
 
-.PHONY: help install models sample train bench gpu-smoke table1 table2 table3 table4 figures tables test test-quick test-full lint format clean
+.PHONY: help install models sample train bench measurements gpu-smoke table1 table2 table3 table4 figures tables test test-quick test-full lint format clean
