@@ -16,11 +16,6 @@ from agelatent.runs import RunDir
 __all__ = ["AtomicCheckpoint", "EpisodeMetrics"]
 
 
-def _every(pl_module, n: int) -> bool:
-    """True on the batched env steps that are multiples of ``n`` (counted from env step 0)."""
-    return (pl_module.env_steps // pl_module.env.num_envs) % max(n, 1) == 0
-
-
 class AtomicCheckpoint(L.Callback):
     """``checkpoints/last.ckpt`` every ``every_n_steps`` batched env steps and at the end, via temp file +
     rename, so an interrupted write never replaces a good checkpoint with a truncated one."""
@@ -43,7 +38,7 @@ class AtomicCheckpoint(L.Callback):
                 os.unlink(tmp)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if _every(pl_module, self.every_n_steps):
+        if pl_module.every_n_batched_steps(self.every_n_steps):
             self.save(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -66,7 +61,7 @@ class EpisodeMetrics(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         total = pl_module.cfg.total_env_steps
-        if not (_every(pl_module, trainer.log_every_n_steps) or pl_module.env_steps >= total):
+        if not (pl_module.logging_due() or pl_module.env_steps >= total):
             return
         stats = pl_module.env.episode_metrics()
         if stats:

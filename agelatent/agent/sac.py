@@ -174,9 +174,8 @@ class SACModule(L.LightningModule):
         self._returns: deque[float] = deque(maxlen=cfg.episode_stats_window)
         self._lengths: deque[int] = deque(maxlen=cfg.episode_stats_window)
         self._episodes = 0
-        self.last_losses: dict[
-            str, torch.Tensor
-        ] = {}  # of the latest update (critic/actor/alpha, q, entropy)
+        # losses and statistics of the latest update (critic, actor, alpha, q, entropy)
+        self.last_losses: dict[str, torch.Tensor] = {}
         self._clock: tuple[float, int, int] | None = None
 
     # ---- acting -------------------------------------------------------------------------------------
@@ -344,11 +343,15 @@ class SACModule(L.LightningModule):
         self._lengths.extend(result.episode_length[done].tolist())
         self._episodes += int(done.sum())
 
+    def every_n_batched_steps(self, n: int) -> bool:
+        """True on the batched env steps that are multiples of ``n``, counted from env step 0 (so a resumed
+        run acts on the same steps): the cadence of logging and checkpointing."""
+        return (self.env_steps // self.env.num_envs) % max(int(n), 1) == 0
+
     def logging_due(self) -> bool:
-        """True every ``Trainer.log_every_n_steps`` batched env steps (counted from env step 0, so a resumed
-        run logs on the same steps). Nothing is computed for logging on the other steps."""
-        batched_steps = self.env_steps // self.env.num_envs
-        return batched_steps % max(int(self.trainer.log_every_n_steps), 1) == 0
+        """True every ``Trainer.log_every_n_steps`` batched env steps; nothing is computed for logging on
+        the other steps."""
+        return self.every_n_batched_steps(self.trainer.log_every_n_steps)
 
     def log_metrics(self, metrics: Mapping[str, float | torch.Tensor]) -> None:
         """Write ``metrics`` (plus ``env_step``) to every logger, with the env-step counter as the step.
@@ -356,7 +359,12 @@ class SACModule(L.LightningModule):
         Goes straight to the loggers' public ``log_metrics``: the x-axis is env steps, not Lightning's
         ``global_step`` (three optimiser steps per update), and nothing is buffered per metric.
         """
-        values = {k: float(v) for k, v in metrics.items()} | {"env_step": float(self.env_steps)}
+        tensors = {k: v for k, v in metrics.items() if isinstance(v, torch.Tensor)}
+        values = {k: float(v) for k, v in metrics.items() if k not in tensors}
+        if tensors:  # one device-to-host copy for all of them
+            stacked = torch.stack([v.detach().float().reshape(()) for v in tensors.values()]).tolist()
+            values.update(zip(tensors, stacked, strict=True))
+        values["env_step"] = float(self.env_steps)
         for logger in self.loggers:
             logger.log_metrics(values, step=self.env_steps)
 

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from agelatent.config import CONFIG_DIR
-from agelatent.evaluation.comparison import evaluate, validate
+from agelatent.evaluation.comparison import evaluate
 from agelatent.runs import RunDir, run_job, wandb_settings
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,7 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig, out_dir: RunDir | Path) -> list[dict]:
     """Evaluate and report; returns the results table's rows (one per editor)."""
     run_dir = out_dir if isinstance(out_dir, RunDir) else RunDir(out_dir)
-    validate(cfg)  # before W&B starts a run or anything is written
-    rows = evaluate(cfg, run_dir.path)
+    rows = evaluate(cfg, run_dir.path)  # validates the config first; W&B starts only after it
     settings = wandb_settings(cfg, run_dir, job_type="eval")
     if settings is not None:
         log_to_wandb(settings, run_dir.path, rows)
