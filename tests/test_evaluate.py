@@ -30,7 +30,8 @@ def evaluation(policy_dir, tmp_path_factory):
         f"policy={policy_dir}",
         "protocol.num_faces=3",
         "protocol.targets=[25,50]",
-        "evaluator=realigned",
+        "evaluator=[realigned,agender]",
+        "evaluator.agender.natural_faces=6",
         "editor_settings.global_direction.num_samples=200",
     )
     return out, run(cfg, out)
@@ -57,7 +58,13 @@ def test_every_editor_is_evaluated_on_the_same_edits(evaluation):
         assert r["age_error"] == pytest.approx(sum(errors) / 6, abs=0.01)
         assert r["age_error_low"] <= r["age_error_high"]
         # the realigned evaluator re-scored the final faces: its ages differ from the reward's own
-        assert "evaluator_age_error" in r and r["evaluator_age_error"] != pytest.approx(r["age_error"])
+        assert r["realigned/age_error"] != pytest.approx(r["age_error"])
+        # the independent model counted the edits asking for >= 10 years by the reward's start ages
+        asked = sum(abs(float(e["target"]) - float(e["start_age"])) >= 10 for e in mine)
+        assert r["agender/asked_edits"] == asked
+        assert r["agender/confirmation_low"] <= r["agender/confirmation_high"]
+    # one calibration (the same unedited faces) for every editor
+    assert len({r["agender/natural_slope"] for r in rows}) == 1
     # every editor starts from the same faces with the same targets
     by_editor = {}
     for e in edits:
@@ -65,7 +72,7 @@ def test_every_editor_is_evaluated_on_the_same_edits(evaluation):
     assert len({tuple(v) for v in by_editor.values()}) == 1
     lines = (out / "results.md").read_text().splitlines()
     header = next(line for line in lines if line.startswith("| editor |"))
-    assert "success (evaluator)" in header
+    assert "success (realigned)" in header and "confirmation (agender)" in header
     for r in rows:  # one Markdown row per editor, showing that editor's numbers
         (line,) = [line for line in lines if line.startswith(f"| {r['editor']} |")]
         assert f"{r['success_rate']:.2f} [{r['success_rate_low']:.2f}, {r['success_rate_high']:.2f}]" in line
@@ -113,6 +120,14 @@ def test_bootstrap_intervals_cover_the_truth_about_95_percent_of_the_time():
         (["editors=[teleport]"], r"editors: unknown \['teleport'\]"),
         (["policy=/nonexistent/run", "editors=[sac_policy]"], "no checkpoint at /nonexistent/run"),
         (
+            ["evaluator=agender", "evaluator.agender.kind=oracle", "editors=[random_walk]"],
+            "evaluator.agender.kind must be one of",
+        ),
+        (
+            ["evaluator=agender", "evaluator.agender.min_years=0", "editors=[random_walk]"],
+            "evaluator.agender.min_years must be > 0",
+        ),
+        (
             ["protocol.targets=[20,99]", "editors=[random_walk]"],
             r"protocol.targets must be ages in the age model's range \[0, 80\], got \[99\]",
         ),
@@ -122,3 +137,25 @@ def test_bad_eval_configs_fail_before_any_work(tmp_path, overrides, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         run(cfg_for("eval", *overrides), tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_run_trained_before_an_mdp_setting_existed_still_evaluates(policy_dir, tmp_path, caplog):
+    """Settings added later (here action.keep, env.observe_face) take the current defaults, which keep the
+    earlier behaviour, and the log names each of them."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    old = tmp_path / "old_run"
+    shutil.copytree(policy_dir, old)
+    saved = OmegaConf.load(old / "config.yaml")
+    del saved.action["keep"], saved.env["observe_face"]
+    OmegaConf.save(saved, old / "config.yaml")
+    cfg = cfg_for(
+        "eval", f"policy={old}", "editors=[sac_policy]", "protocol.num_faces=1", "protocol.targets=[30]",
+        "evaluator=none",
+    )  # fmt: skip
+    with caplog.at_level("WARNING"):
+        (row,) = run(cfg, tmp_path / "out")
+    assert row["edits"] == 1
+    assert "predates action.keep" in caplog.text and "predates env.observe_face" in caplog.text

@@ -154,3 +154,47 @@ def test_sample_writes_an_annotated_grid_and_a_csv_of_scores(world, tmp_path):
     assert means["mean_age"] == pytest.approx(float(expected.ages_years.mean()), abs=1e-4)
     grid = Image.open(png)
     assert grid.mode == "RGB" and grid.width > grid.height > 2 * 64  # 4 columns x 2 rows, with captions
+
+
+def _jittered(world, **jitter):
+    from hydra.utils import instantiate
+
+    overrides = [f"perception.age_jitter.{k}={v}" for k, v in jitter.items()]
+    return World(world.generator, instantiate(_cfg(*overrides).perception), world.device)
+
+
+def test_alignment_jitter_averages_random_crops_only_inside_augmentation(world, scores):
+    latents = world.sample_latents(range(16))
+    exact = scores.ages_years[:16]
+    jw = _jittered(world, crops=4)
+    torch.testing.assert_close(jw.score(latents).ages_years, exact)  # off outside the block
+    with jw.perception.augmentation():
+        first, second = jw.score(latents).ages_years, jw.score(latents).ages_years
+        grad_ages = jw.ages(latents.clone().requires_grad_(True), with_grad=True)
+    assert (first - exact).abs().mean() > 0.05  # other crops, other ages ...
+    assert (first - exact).abs().mean() < 5.0  # ... of the same faces
+    assert not torch.equal(first, second)  # fresh draws every call
+    assert grad_ages.requires_grad  # the reward's age stays differentiable
+    torch.testing.assert_close(jw.score(latents).ages_years, exact)  # and off again after it
+    again = _jittered(world, crops=4)
+    with again.perception.augmentation():
+        torch.testing.assert_close(again.score(latents).ages_years, first)  # seeded
+
+
+def test_zero_jitter_is_the_exact_crop(world, scores):
+    jw = _jittered(world, crops=3, shift=0.0, scale=0.0, rotate_degrees=0.0, flip=False)
+    with jw.perception.augmentation():
+        ages = jw.score(world.sample_latents(range(16))).ages_years
+    torch.testing.assert_close(ages, scores.ages_years[:16], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("jitter", "message"),
+    [({"crops": -1}, "crops must be >= 0"), ({"shift": 0.9}, r"shift must be in \[0, 0.5\]")],
+)
+def test_bad_jitter_settings_are_refused_before_any_model_loads(tmp_path, jitter, message):
+    from agelatent.cli.train import validate
+
+    overrides = [f"perception.age_jitter.{k}={v}" for k, v in jitter.items()]
+    with pytest.raises(ValueError, match=message):
+        validate(compose_config("train", ["device=cpu", *overrides]))

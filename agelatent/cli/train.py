@@ -16,6 +16,7 @@ The run directory (``runs/<run_name>/``, Hydra's output dir; its files are named
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -37,6 +38,7 @@ from agelatent.env.latent_age import LatentAgeEnv, LatentAgeEnvConfig
 from agelatent.env.rewards import Reward
 from agelatent.evaluation.held_out import check_protocol
 from agelatent.evaluation.metrics import SUMMARY_KEYS
+from agelatent.perception.embedded import AlignmentJitter
 from agelatent.runs import RunDir, run_job, wandb_settings
 from agelatent.world import build_world, perception_class
 
@@ -57,6 +59,8 @@ def validate(cfg: DictConfig) -> TrainingSetup:
     age_range = perception_class(cfg).age_range
     env_cfg.target.check_age_range(age_range)
     check_protocol(cfg.protocol, age_range, "protocol")
+    if cfg.perception.get("age_jitter"):
+        AlignmentJitter(**cfg.perception.age_jitter)
     setup = TrainingSetup(
         env=env_cfg,
         sac=SACConfig.from_config(cfg),
@@ -114,7 +118,10 @@ def train(cfg: DictConfig, run_dir: RunDir | Path, console: Console | None = Non
     )
     start = time.perf_counter()
     steps0 = module.env_steps if resume_from is None else None
-    trainer.fit(module, ckpt_path=resume_from, weights_only=True if resume_from else None)
+    # training-time alignment jitter of the reward's age (perception.age_jitter), never in the report below
+    augmentation = getattr(world.perception, "augmentation", None)
+    with augmentation() if augmentation is not None else contextlib.nullcontext():
+        trainer.fit(module, ckpt_path=resume_from, weights_only=True if resume_from else None)
     seconds = time.perf_counter() - start
 
     from agelatent.evaluation.training_report import write_training_report

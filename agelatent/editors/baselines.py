@@ -27,7 +27,9 @@ def _wanted_years(env: LatentAgeEnv, max_years: float) -> torch.Tensor:
 
 class LocalLinearWalk:
     """The paper's semantic age scheme without RL: each step is the minimum-norm step along the local age
-    direction ĝ(z) for ``clip(target - age, ±max_years_per_step)`` years."""
+    direction ĝ(z) for ``clip(target - age, ±max_years_per_step)`` years -- under the env's
+    ``action.keep`` constraints when it has any (:meth:`LatentAgeEnv.age_step`), so the walk gets every
+    first-order constraint the policy's actions get."""
 
     requires_action_mode = "local_linear"
 
@@ -35,9 +37,7 @@ class LocalLinearWalk:
         self.max_years_per_step, self.max_step_norm, self.name = max_years_per_step, max_step_norm, name
 
     def propose(self, env: LatentAgeEnv) -> torch.Tensor:
-        return min_norm_step(
-            env.age_gradient, _wanted_years(env, self.max_years_per_step), self.max_step_norm
-        )
+        return env.age_step(_wanted_years(env, self.max_years_per_step))
 
 
 class GlobalDirection:

@@ -9,7 +9,11 @@ State (observation, float32, in this order; ``d`` = latent dim):
   middle of the perception's ``age_range`` and ``s`` a quarter of its width (embedded world: 40 and 20);
 * ``similarity`` and ``(similarity - hard_bound) / (1 - hard_bound)``: identity to the start face;
 * ``t / max_steps``: the step fraction;
-* ``local_linear`` actions only: ``log10 |ĝ|`` (steepness of the local age direction, years per unit).
+* ``local_linear`` actions only: ``log10 |ĝ|`` (steepness of the local age direction, years per unit),
+  then ``log10 |c_j|`` for each kept quantity's gradient (``action.keep``);
+* with ``env.observe_face``: what the face is and how it has changed -- ``P(male)``, ``P(male) - P0(male)``
+  and the identity embedding's offset from the start face ``(e - e0) * offset_scale`` (the perception's
+  ``identity_dim`` numbers).
 
 Actions are in ``[-1, 1]`` and mapped to a latent displacement Δz:
 
@@ -19,6 +23,11 @@ Actions are in ``[-1, 1]`` and mapped to a latent displacement Δz:
   numbers) add ``correction_scale · Σ a_k b_k`` with ``b_k`` an orthonormal basis of a fixed random
   K-dimensional subspace projected orthogonal to ĝ: to first order they change the face without
   changing its age, which is what the policy can use to keep identity. ``action_dim = 1 + K``.
+  With ``action.keep`` (``identity``, ``gender``), the age step is the minimum-norm step that also keeps
+  those quantities to first order (J = [ĝ; ∇‖e − e0‖²; ∇P(male)], see
+  :func:`~agelatent.env.local_linear.constrained_min_norm_step`) and the corrections live in J's null
+  space instead of orthogonal to ĝ alone. The gradients come from the same world call (one backward
+  pass per row of J).
 
 Transition: z' = z + Δz, then optionally radially clamped into the prior's typical set
 (‖z‖/√d within ``1 ± typical_set_tolerance``). Termination: success when |age − target| ≤
@@ -45,7 +54,13 @@ import torch
 
 from agelatent.config import from_mapping, to_dict
 from agelatent.env.batched import StepResult
-from agelatent.env.local_linear import AgeDirectionConfig, local_age_gradient, min_norm_step, orthogonal_basis
+from agelatent.env.local_linear import (
+    AgeDirectionConfig,
+    constrained_min_norm_step,
+    local_age_gradient,
+    null_space_basis,
+    orthogonal_basis,
+)
 from agelatent.env.outcome import Outcome
 from agelatent.env.rewards import Reward, Transition
 from agelatent.env.targets import TargetConfig
@@ -60,6 +75,8 @@ __all__ = [
 ]
 
 ACTION_MODES = ("full", "local_linear")
+#: quantities a local_linear step can keep fixed to first order (``action.keep``)
+KEEPABLE = ("identity", "gender")
 #: the config groups that define the MDP (a policy is evaluated under its run's values of these)
 MDP_GROUPS = ("env", "action", "identity", "target")
 
@@ -75,10 +92,17 @@ class ActionConfig:
     num_corrections: int  # local_linear: K orthogonal correction directions
     correction_scale: float  # local_linear: latent units per unit correction action
     basis_seed: int  # the fixed random subspace the corrections live in
+    keep: tuple[str, ...]  # local_linear: quantities the age step keeps to first order (KEEPABLE)
 
     def __post_init__(self) -> None:
         if self.mode not in ACTION_MODES:
             raise ValueError(f"action.mode must be one of {ACTION_MODES}, got {self.mode!r}")
+        object.__setattr__(self, "keep", tuple(self.keep))
+        bad = [k for k in self.keep if k not in KEEPABLE]
+        if bad or len(set(self.keep)) != len(self.keep):
+            raise ValueError(
+                f"action.keep must be distinct names from {list(KEEPABLE)}, got {list(self.keep)}"
+            )
         for name in ("full_step_size", "max_years_per_step", "max_step_norm"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -118,6 +142,7 @@ class LatentAgeEnvConfig:
     typical_set_tolerance: float
     offset_scale: float
     observe_latent: bool  # include z and z − z0 in the observation (else only their norms)
+    observe_face: bool  # include P(male), its change and the identity embedding's offset from the start
     age_direction: AgeDirectionConfig
     action: ActionConfig
     identity: IdentityConfig
@@ -172,6 +197,12 @@ class LatentAgeEnv:
             raise ValueError(
                 f"action.num_corrections must be < latent dim {d}, got {cfg.action.num_corrections}"
             )
+        self.keep = cfg.action.keep if self.local_linear else ()
+        if self.keep and cfg.age_direction.method != "autograd":
+            raise ValueError(
+                f"action.keep={list(self.keep)} needs the gradients of those quantities: set "
+                "env.age_direction.method=autograd (and a differentiable perception)"
+            )
         if (
             self.local_linear
             and cfg.age_direction.method == "autograd"
@@ -186,7 +217,13 @@ class LatentAgeEnv:
         lo, hi = self.age_range
         self._age_centre, self._age_scale = (lo + hi) / 2, (hi - lo) / 4  # ages observed as ~[-2, 2]
         self.action_dim = 1 + cfg.action.num_corrections if self.local_linear else d
-        self.observation_dim = (2 * d if cfg.observe_latent else 0) + 8 + (1 if self.local_linear else 0)
+        self.identity_dim = int(world.perception.identity_dim)
+        self.observation_dim = (
+            (2 * d if cfg.observe_latent else 0)
+            + 8
+            + ((1 + len(self.keep)) if self.local_linear else 0)
+            + ((2 + self.identity_dim) if cfg.observe_face else 0)
+        )
         basis = torch.randn(
             max(cfg.action.num_corrections, 1),
             d,
@@ -202,9 +239,11 @@ class LatentAgeEnv:
         self.ages = torch.zeros(b, device=self.device)
         self.start_ages = torch.zeros(b, device=self.device)
         self.start_p_male = torch.zeros(b, device=self.device)
-        self.identity0 = torch.zeros(b, 1, device=self.device)
+        self.identity0 = torch.zeros(b, self.identity_dim, device=self.device)
+        self.identity = torch.zeros(b, self.identity_dim, device=self.device)
         self.similarity = torch.ones(b, device=self.device)
         self._grad = torch.zeros(b, d, device=self.device)
+        self._keep_grads = torch.zeros(b, len(self.keep), d, device=self.device)  # [B, R, d]
         self.t = torch.zeros(b, dtype=torch.long, device=self.device)
         self.returns = torch.zeros(b, device=self.device)
         self.active = torch.ones(b, dtype=torch.bool, device=self.device)  # False: frozen (auto_reset off)
@@ -234,35 +273,56 @@ class LatentAgeEnv:
         self._world_calls += len(latents)
         return self.world.score(latents, with_grad=with_grad)
 
-    def _score(self, latents: torch.Tensor):
-        """Score latents; with local-linear autograd actions also return ĝ at them."""
+    def _score(self, latents: torch.Tensor, identity0: torch.Tensor | None = None):
+        """Score latents; with local-linear actions also return ĝ at them, and with ``action.keep`` the
+        kept quantities' gradients ``[B, R, d]`` (identity drift measured from ``identity0``; zero where it
+        is None, i.e. at the start face, where the drift is at its minimum)."""
         self._world_calls += len(latents)
         if not self.local_linear:
-            return self.world.score(latents), None
+            return self.world.score(latents), None, None
         if self.cfg.age_direction.method == "autograd":
             z = latents.detach().requires_grad_(True)
             scores = self.world.score(z, with_grad=True)
-            (grad,) = torch.autograd.grad(scores.ages_years.sum(), z)
-            return _detach_scores(scores), grad
+            outputs = [scores.ages_years.sum()]
+            for name in self.keep:
+                if name == "gender":
+                    outputs.append(scores.p_male.sum())
+                elif identity0 is not None:
+                    outputs.append((scores.identity - identity0).pow(2).sum())
+                else:
+                    outputs.append(None)
+            grads = []
+            live = [i for i, o in enumerate(outputs) if o is not None]
+            for i in live:
+                (g,) = torch.autograd.grad(outputs[i], z, retain_graph=i != live[-1])
+                grads.append(g)
+            by_row = dict(zip(live, grads, strict=True))
+            keep = (
+                torch.stack([by_row.get(i, torch.zeros_like(z)) for i in range(1, len(outputs))], 1)
+                if self.keep
+                else torch.zeros(len(z), 0, z.shape[1], device=z.device)
+            )
+            return _detach_scores(scores), by_row[0], keep.detach()
         scores = self.world.score(latents)
         grad, _ = local_age_gradient(self.world, latents, self.cfg.age_direction, self._rng)
         self._world_calls += len(latents) * 2 * min(self.cfg.age_direction.num_probes, self.latent_dim)
-        return scores, grad
+        return scores, grad, None
 
     def _start(self, rows: torch.Tensor, latents: torch.Tensor, targets: torch.Tensor | None) -> None:
-        scores, grad = self._score(latents)
+        scores, grad, keep = self._score(latents)
         self.z[rows] = latents
         self.z0[rows] = latents
         self.ages[rows] = scores.ages_years
         self.start_ages[rows] = scores.ages_years
         self.p_male[rows] = scores.p_male
         self.start_p_male[rows] = scores.p_male
-        if self.identity0.shape[1] != scores.identity.shape[1]:
-            self.identity0 = torch.zeros(self.num_envs, scores.identity.shape[1], device=self.device)
         self.identity0[rows] = scores.identity
+        self.identity[rows] = scores.identity
         self.similarity[rows] = 1.0
         if grad is not None:
             self._grad[rows] = grad
+        if keep is not None:
+            self._keep_grads[rows] = keep
         if targets is None:
             targets = self.cfg.target.sample(scores.ages_years.cpu(), self._rng).to(self.device)
         self.targets[rows] = targets
@@ -326,7 +386,25 @@ class LatentAgeEnv:
         ]
         if self.local_linear:
             parts.append(torch.log10(self._grad.norm(dim=1, keepdim=True).clamp_min(1e-3)))
+            if self.keep:
+                parts.append(torch.log10(self._keep_grads.norm(dim=2).clamp_min(1e-3)))
+        if cfg.observe_face:
+            parts += [
+                self.p_male[:, None],
+                (self.p_male - self.start_p_male)[:, None],
+                (self.identity - self.identity0) * cfg.offset_scale,
+            ]
         return torch.cat(parts, dim=1).float()
+
+    def age_step(self, delta_years: torch.Tensor) -> torch.Tensor:
+        """The minimum-norm latent step ``[B, d]`` for ``delta_years [B]`` along the local age direction,
+        keeping ``action.keep`` to first order, norm-capped at ``action.max_step_norm`` (``local_linear``
+        mode; the walk baseline and the policy's ``a[0]`` both use it)."""
+        if not self.local_linear:
+            raise RuntimeError("age_step needs action.mode=local_linear (it follows the local age direction)")
+        return constrained_min_norm_step(
+            self._grad, self._keep_grads, delta_years.to(self.device), self.cfg.action.max_step_norm
+        )
 
     def displacement(self, actions: torch.Tensor) -> torch.Tensor:
         """Map actions in [-1, 1] to latent displacements Δz ``[B, d]`` (see the module docstring)."""
@@ -334,9 +412,13 @@ class LatentAgeEnv:
         actions = actions.to(self.device, torch.float32).clamp(-1.0, 1.0)
         if not self.local_linear:
             return a.full_step_size * actions
-        delta = min_norm_step(self._grad, actions[:, 0] * a.max_years_per_step, a.max_step_norm)
+        delta = self.age_step(actions[:, 0] * a.max_years_per_step)
         if a.num_corrections:
-            basis = orthogonal_basis(self._grad, self._basis)  # [B, K, d]
+            if self.keep:
+                rows = torch.cat([self._grad[:, None], self._keep_grads], 1)  # J [B, 1 + R, d]
+                basis = null_space_basis(rows, self._basis)  # [B, K, d]
+            else:
+                basis = orthogonal_basis(self._grad, self._basis)
             delta = delta + a.correction_scale * torch.einsum("bk,bkd->bd", actions[:, 1:], basis)
         return delta
 
@@ -370,15 +452,18 @@ class LatentAgeEnv:
             return StepResult(
                 obs, obs, torch.zeros_like(self.ages), none, none, self.returns.clone(), self.t.clone()
             )
-        scores, grad = self._score(z_new[rows])
+        scores, grad, keep = self._score(z_new[rows], self.identity0[rows])
         ages_before = self.ages.clone()
         self.z[rows] = z_new[rows]
         self.ages[rows] = scores.ages_years
         self.p_male[rows] = scores.p_male
         self.similarity[rows] = self.world.identity_similarity(scores.identity, self.identity0[rows])
+        self.identity[rows] = scores.identity
         self.images[rows] = scores.images
         if grad is not None:
             self._grad[rows] = grad
+        if keep is not None:
+            self._keep_grads[rows] = keep
         self.t[rows] += 1
 
         identity_lost = active & (self.similarity < cfg.identity.hard_bound)

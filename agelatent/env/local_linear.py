@@ -7,6 +7,11 @@ the gradient's projection onto the probed subspace, which is all a step inside t
 
 The paper's semantic age scheme then takes the minimum-norm step for a desired change Δ years:
 δ = Δ · ĝ / ‖ĝ‖² (:func:`min_norm_step`).
+
+Extended to several attributes (``action.keep``): with J = [ĝ; c_1; ...; c_R] the gradients of age and of
+the quantities to keep (identity drift ‖e − e0‖², P(male)), the minimum-norm step that changes age by Δ
+while keeping the others to first order is δ = Jᵀ (J Jᵀ)⁻¹ [Δ, 0, ..., 0]ᵀ
+(:func:`constrained_min_norm_step`), and corrections live in J's null space (:func:`null_space_basis`).
 """
 
 from __future__ import annotations
@@ -83,4 +88,40 @@ def orthogonal_basis(direction_bz: torch.Tensor, basis_kd: torch.Tensor) -> torc
         - torch.einsum("bkd,bd->bk", basis_kd[None].expand(len(unit), -1, -1), unit)[..., None]
         * unit[:, None]
     )
+    return torch.linalg.qr(projected.transpose(1, 2)).Q.transpose(1, 2)
+
+
+def _damped_gram_inverse(rows: torch.Tensor) -> torch.Tensor:
+    """``(J Jᵀ + εI)⁻¹`` for ``rows = J [B, R, d]``; ε (1e-6 of the largest squared row norm) keeps rows
+    that are zero (e.g. the identity drift's gradient at the start face) or parallel from blowing up."""
+    gram = rows @ rows.transpose(1, 2)  # [B, R, R]
+    eps = 1e-6 * gram.diagonal(dim1=1, dim2=2).amax(-1).clamp_min(1e-12)
+    eye = torch.eye(rows.shape[1], device=rows.device, dtype=rows.dtype)
+    return torch.linalg.inv(gram + eps[:, None, None] * eye)
+
+
+def constrained_min_norm_step(
+    grad_bz: torch.Tensor, keep_brd: torch.Tensor, delta_years: torch.Tensor, max_norm: float | None = None
+) -> torch.Tensor:
+    """Smallest latent step with linearised age change ``delta_years`` and no first-order change of the
+    ``R`` kept quantities (gradients ``keep_brd [B, R, d]``); norm-capped. With ``R = 0`` this is
+    :func:`min_norm_step`."""
+    if keep_brd.shape[1] == 0:
+        return min_norm_step(grad_bz, delta_years, max_norm)
+    rows = torch.cat([grad_bz[:, None], keep_brd], 1)  # J [B, 1 + R, d]
+    rhs = torch.zeros(rows.shape[:2], device=rows.device, dtype=rows.dtype)
+    rhs[:, 0] = delta_years
+    step = torch.einsum("brd,br->bd", rows, (_damped_gram_inverse(rows) @ rhs[..., None]).squeeze(-1))
+    if max_norm is not None:
+        norms = step.norm(dim=1, keepdim=True)
+        step = step * (max_norm / norms.clamp_min(max_norm))
+    return step
+
+
+def null_space_basis(rows_brd: torch.Tensor, basis_kd: torch.Tensor) -> torch.Tensor:
+    """Project a fixed basis ``[K, d]`` onto the null space of each ``J = rows [B, R, d]`` and
+    re-orthonormalise: ``[B, K, d]`` directions that change none of the rows' quantities to first order."""
+    b = basis_kd[None].expand(len(rows_brd), -1, -1)  # [B, K, d]
+    coeff = (b @ rows_brd.transpose(1, 2)) @ _damped_gram_inverse(rows_brd)  # [B, K, R]
+    projected = b - coeff @ rows_brd
     return torch.linalg.qr(projected.transpose(1, 2)).Q.transpose(1, 2)

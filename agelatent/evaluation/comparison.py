@@ -3,9 +3,14 @@ faces x target grid, under the same MDP rules, scored by the reward's networks a
 evaluator.
 
 Rows of the results table are editors; columns are the metrics of :mod:`agelatent.evaluation.metrics`
-with bootstrap 95% CIs, plus ``evaluator_*`` columns when an evaluator is configured (the final and start
-images re-scored by a second perception: a different alignment of the same networks, or another ONNX age
-model), which exposes an editor that games the reward's own networks.
+with bootstrap 95% CIs, plus ``<evaluator>/<metric>`` columns for every configured second evaluator
+(``conf/evaluator/``), which expose an editor that games the reward's own networks. Two kinds:
+
+* ``kind: perception`` (``realigned``, ``onnx_age``): the final and start images re-scored by a second
+  perception -- a different alignment of the same networks, or another ONNX age model -- giving
+  ``success_rate``, ``age_error`` and ``similarity`` as that perception sees them.
+* ``kind: independent_age`` (``agender``): an independent age model with its own scale, giving
+  ``direction_agreement`` and ``confirmation`` (:mod:`agelatent.evaluation.independent`).
 
 When a trained policy is evaluated, the MDP (the ``MDP_GROUPS``: env, action, identity, target) is taken
 from its run's saved config, so the policy acts exactly as it was trained and the baselines face the same
@@ -33,19 +38,21 @@ from agelatent.editors import (
     fit_global_direction,
     run_edits,
 )
-from agelatent.env.latent_age import LatentAgeEnv, LatentAgeEnvConfig
+from agelatent.env.latent_age import MDP_GROUPS, LatentAgeEnv, LatentAgeEnvConfig
 from agelatent.env.rewards import Reward
 from agelatent.evaluation.held_out import check_protocol, held_out_edits
+from agelatent.evaluation.independent import calibrate, independent_summary
 from agelatent.evaluation.metrics import bootstrap_ci, summarise
 from agelatent.reports.grids import edit_grid
 from agelatent.reports.tables import protocol_note, write_edits_csv, write_table
 from agelatent.runs import RunDir
 
-__all__ = ["EDITORS", "evaluate", "validate"]
+__all__ = ["EDITORS", "EVALUATOR_KINDS", "evaluate", "validate"]
 
 log = logging.getLogger(__name__)
 
 EDITORS = ("sac_policy", "local_linear_walk", "global_direction", "gradient_descent", "random_walk")
+EVALUATOR_KINDS = ("perception", "independent_age")
 
 
 def make_editor(name: str, cfg: DictConfig, world, env_cfg: LatentAgeEnvConfig):
@@ -82,11 +89,36 @@ def validate(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, Path | None]:
             "editors includes sac_policy but policy is null: set policy=runs/<name> (a training run)"
         )
     check_protocol(cfg.protocol, perception_class(cfg).age_range, "protocol")
+    for name, spec in (cfg.get("evaluator") or {}).items():
+        if spec.get("kind") not in EVALUATOR_KINDS:
+            raise ValueError(
+                f"evaluator.{name}.kind must be one of {list(EVALUATOR_KINDS)}, got {spec.get('kind')!r}"
+            )
+        if spec.kind == "independent_age" and not spec.min_years > 0:
+            raise ValueError(f"evaluator.{name}.min_years must be > 0, got {spec.min_years}")
     ckpt, mdp_source = None, cfg
     if cfg.policy:
         run, ckpt = RunDir.of_policy(cfg.policy)
-        mdp_source = run.load_config() or cfg
+        mdp_source = _with_new_mdp_keys(run.load_config(), cfg) if run.config.is_file() else cfg
     return LatentAgeEnvConfig.from_config(mdp_source), ckpt
+
+
+def _with_new_mdp_keys(run_cfg: DictConfig, cfg: DictConfig) -> DictConfig:
+    """A run's saved config, with MDP settings added to the code after the run was trained taken from the
+    current defaults, each named in the log. (Keys are only ever added with a default that keeps the
+    earlier behaviour, e.g. ``action.keep: []``; a key the run has is never changed.)"""
+    merged = run_cfg.copy()
+    for group in MDP_GROUPS:
+        for key in cfg[group]:
+            if key not in run_cfg[group]:
+                log.warning(
+                    "the policy's run config predates %s.%s; using the current default %s",
+                    group,
+                    key,
+                    cfg[group][key],
+                )
+                merged[group][key] = cfg[group][key]
+    return merged
 
 
 def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]:
@@ -96,9 +128,24 @@ def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]
         from agelatent.world import build_world
 
         world = build_world(cfg)
-    evaluator = None
-    if cfg.get("evaluator") and cfg.evaluator.get("_target_"):
-        evaluator = instantiate(cfg.evaluator).to(world.device).eval()
+    evaluators = {
+        name: (spec, instantiate(spec.model).to(world.device).eval())
+        for name, spec in (cfg.get("evaluator") or {}).items()
+    }
+    calibrations = {
+        name: calibrate(world, model, spec.natural_faces, spec.natural_first_seed)
+        for name, (spec, model) in evaluators.items()
+        if spec.kind == "independent_age"
+    }
+    for name, cal in calibrations.items():
+        log.info(
+            "%s on %d unedited faces: slope %.3f on the reward's ages (correlation %.2f)",
+            name,
+            len(cal.reward_ages),
+            cal.slope,
+            cal.correlation,
+        )
+    start_ages: dict[str, torch.Tensor] = {}  # every editor starts from the same faces
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     protocol = cfg.protocol
@@ -120,8 +167,23 @@ def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]
         )
         result = run_edits(env, editor, starts, target_t)
         summary = summarise(result, env_cfg.identity.hard_bound, protocol)
-        if evaluator is not None:
-            summary.update(_evaluator_summary(evaluator, result, env_cfg, protocol))
+        for ev_name, (spec, model) in evaluators.items():
+            if spec.kind == "perception":
+                ev = _perception_summary(model, result, env_cfg, protocol)
+            else:
+                if ev_name not in start_ages:
+                    start_ages[ev_name] = model.ages(result.start_images).cpu()
+                final = model.ages(result.final_images).cpu()
+                ev = independent_summary(
+                    start_ages[ev_name],
+                    final,
+                    result,
+                    calibrations[ev_name],
+                    spec.min_years,
+                    protocol.bootstrap,
+                )
+                ev["natural_slope"] = calibrations[ev_name].slope
+            summary.update({f"{ev_name}/{k}": v for k, v in ev.items()})
         rows.append({"editor": name, **summary})
         results[name] = result
         edit_grid(result, targets, min(protocol.grid_faces, protocol.num_faces)).save(
@@ -144,7 +206,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]
     return rows
 
 
-def _evaluator_summary(evaluator, result: EditResult, env_cfg, protocol) -> dict[str, float]:
+def _perception_summary(evaluator, result: EditResult, env_cfg, protocol) -> dict[str, float]:
     with torch.no_grad():
         final, start = evaluator(result.final_images), evaluator(result.start_images)
     sim = evaluator.identity_similarity(final.identity, start.identity)
@@ -152,9 +214,9 @@ def _evaluator_summary(evaluator, result: EditResult, env_cfg, protocol) -> dict
     kept = sim >= env_cfg.identity.hard_bound
     out = {}
     for key, values in (
-        ("evaluator_age_error", err),
-        ("evaluator_success_rate", ((err <= protocol.success_window_years) & kept).float()),
-        ("evaluator_similarity", sim),
+        ("age_error", err),
+        ("success_rate", ((err <= protocol.success_window_years) & kept).float()),
+        ("similarity", sim),
     ):
         ci = bootstrap_ci(values, protocol.bootstrap.resamples, protocol.bootstrap.seed)
         out[key], out[key + "_low"], out[key + "_high"] = ci.mean, ci.low, ci.high

@@ -34,6 +34,8 @@ class Perception(Protocol):
     #: (lowest, highest) age in years the age network can predict; a class attribute, so configs can be
     #: checked against it before any model is loaded
     age_range: ClassVar[tuple[float, float]]
+    #: length of the identity embedding (``FaceScores.identity.shape[1]``)
+    identity_dim: ClassVar[int]
 
     def __call__(self, images: torch.Tensor) -> FaceScores: ...
 

@@ -53,6 +53,7 @@ __all__ = ["CHIP_PADDING", "CHIP_SIZE", "SAME_PERSON_DISTANCE", "DlibFaceResNet"
 
 CHIP_SIZE = 150  # input_rgb_image_sized<150>
 CHIP_PADDING = 0.25  # dlib.get_face_chip default, what the network was trained with
+DESCRIPTOR_DIM = 128  # the loss_metric layer's output
 SAME_PERSON_DISTANCE = 0.6  # dlib's documented threshold (= the loss_metric distance threshold in the file)
 
 

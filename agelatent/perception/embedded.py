@@ -10,6 +10,14 @@ One call scores a batch of generated faces (``[B, 3, H, W]`` in [-1, 1], the gen
    padding 0.2 (age, gender), 150x150 with padding 0.25 (identity).
 4. Age (years, expectation over 81 bins), P(male), and the 128-d identity descriptor.
 
+**Alignment jitter** (``age_jitter``, training only). An editor that follows the age network's gradient
+can learn the reward's exact crop instead of age. With ``age_jitter.crops = K > 0`` and augmentation on
+(:meth:`EmbeddedPerception.augmentation`, which ``agelatent-train`` turns on for its training env and off
+for its reports; evaluation never turns it on), the age is the mean over K age chips, each cut after a
+random similarity change of the landmarks (shift up to ``shift`` of the outer-eye-corner distance in x and y, scale by
+up to ``1 ± scale``, rotation up to ``rotate_degrees``) and mirrored with probability 1/2 when ``flip``.
+Gender and identity keep the exact alignment. The draws come from the perception's own seeded generator.
+
 Identity similarity is ``1 - d`` with ``d`` the euclidean distance between descriptors: dlib's own metric,
 whose published rule "same person when d < 0.6" becomes similarity > 0.4
 (:attr:`EmbeddedPerception.same_person_similarity`). The descriptors are not unit length (norm 1.2-1.5 on
@@ -20,7 +28,10 @@ world are tighter than dlib's rule (see ``conf/identity/``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -37,7 +48,7 @@ from agelatent.perception.align import (
     resize_bicubic,
 )
 from agelatent.perception.base import FaceScores, check_finite
-from agelatent.perception.dlib_resnet import DlibFaceResNet
+from agelatent.perception.dlib_resnet import DESCRIPTOR_DIM, DlibFaceResNet
 from agelatent.perception.onnx_models import (
     AGE_RANGE_YEARS,
     CHIP_PADDING,
@@ -47,10 +58,48 @@ from agelatent.perception.onnx_models import (
     OrtSettings,
 )
 
-__all__ = ["DLIB_SAME_PERSON_DISTANCE", "EmbeddedPerception"]
+__all__ = ["DLIB_SAME_PERSON_DISTANCE", "AlignmentJitter", "EmbeddedPerception"]
 
 #: dlib's published decision rule for its face descriptor: same person when the distance is below this.
 DLIB_SAME_PERSON_DISTANCE = 0.6
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlignmentJitter:
+    """Random alignment changes of the age chip (values: ``perception.age_jitter``; see the module docstring)."""
+
+    crops: int  # K jittered age chips averaged per face; 0 = off
+    shift: float  # max shift in x and y, as a fraction of the face's size (outer-eye-corner distance)
+    scale: float  # max relative scale change
+    rotate_degrees: float
+    flip: bool  # mirror each chip with probability 1/2
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.crops < 0:
+            raise ValueError(f"perception.age_jitter.crops must be >= 0 (0 = off), got {self.crops}")
+        for name, hi in (("shift", 0.5), ("scale", 0.5), ("rotate_degrees", 45.0)):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= hi):
+                raise ValueError(f"perception.age_jitter.{name} must be in [0, {hi:g}], got {value!r}")
+
+    def perturb(
+        self, landmarks: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, 5, 2]`` float64 landmarks -> (K jittered copies ``[K*B, 5, 2]`` (crop-major), flip ``[K*B]``)."""
+        k, b = self.crops, len(landmarks)
+        u = torch.rand(k * b, 5, generator=generator, dtype=torch.float64) * 2 - 1  # [-1, 1)
+        lm = landmarks.repeat(k, 1, 1)
+        centre = lm.mean(1, keepdim=True)
+        size = (lm[:, 0, 0] - lm[:, 2, 0]).abs().clamp_min(1.0)[:, None, None]  # outer eye corners
+        angle = u[:, 0] * math.radians(self.rotate_degrees)
+        factor = 1.0 + u[:, 1] * self.scale
+        cos, sin = torch.cos(angle) * factor, torch.sin(angle) * factor
+        rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # [KB, 2, 2]
+        shift = u[:, 2:4, None].transpose(1, 2) * self.shift * size  # [KB, 1, 2]
+        moved = centre + (lm - centre) @ rot.transpose(1, 2) + shift
+        flip = (u[:, 4] > 0) if self.flip else torch.zeros(k * b, dtype=torch.bool)
+        return moved, flip
 
 
 class EmbeddedPerception(nn.Module):
@@ -64,6 +113,8 @@ class EmbeddedPerception(nn.Module):
 
     #: dlib-models age-v1's 81 classes: under one year, then 1..80 years
     age_range: ClassVar[tuple[float, float]] = AGE_RANGE_YEARS
+    #: dlib's face descriptor
+    identity_dim: ClassVar[int] = DESCRIPTOR_DIM
 
     def __init__(
         self,
@@ -76,8 +127,10 @@ class EmbeddedPerception(nn.Module):
         work_size: int = GENERATED_FACE_WORK_SIZE,
         face_rect: Sequence[int] = GENERATED_FACE_RECT,
         ort_threads: int = 0,
+        age_jitter: Mapping | None = None,
     ) -> None:
         super().__init__()
+        self.age_jitter = AlignmentJitter(**age_jitter) if age_jitter else None  # checked before any load
         if runtime not in RUNTIMES:
             raise ValueError(f"perception.runtime must be one of {RUNTIMES}, got {runtime!r}")
         if work_size < 64:
@@ -92,6 +145,8 @@ class EmbeddedPerception(nn.Module):
         self.work_size = int(work_size)
         self.runtime = runtime
         self.same_person_similarity = 1.0 - DLIB_SAME_PERSON_DISTANCE
+        self._jitter_rng = torch.Generator().manual_seed(self.age_jitter.seed if self.age_jitter else 0)
+        self._augment = False
         self.register_buffer("_device_probe", torch.zeros(()), persistent=False)
         self.eval()
         self.requires_grad_(False)
@@ -122,18 +177,40 @@ class EmbeddedPerception(nn.Module):
         """dlib-style chips ``[B, 3, size, size]`` of work images at given landmarks (alignment held fixed)."""
         return extract_chips(work, face_chip_details(landmarks, size, padding))
 
+    @property
+    def augmenting(self) -> bool:
+        """Whether ages are currently averaged over jittered alignments (see :meth:`augmentation`)."""
+        return self._augment and self.age_jitter is not None and self.age_jitter.crops > 0
+
+    @contextlib.contextmanager
+    def augmentation(self, enabled: bool = True) -> Iterator[None]:
+        """Within the block, ages use the configured ``age_jitter`` (a no-op when it is off)."""
+        before, self._augment = self._augment, enabled
+        try:
+            yield
+        finally:
+            self._augment = before
+
+    def _age(self, work: torch.Tensor, lm: torch.Tensor) -> torch.Tensor:
+        if not self.augmenting:
+            return self.age_model(self.chips(work, lm, 64, CHIP_PADDING))
+        k, b = self.age_jitter.crops, len(work)
+        moved, flip = self.age_jitter.perturb(lm, self._jitter_rng)
+        chips = self.chips(work.repeat(k, 1, 1, 1), moved, 64, CHIP_PADDING)
+        chips = torch.where(flip.to(chips.device)[:, None, None, None], chips.flip(-1), chips)
+        return self.age_model(chips).reshape(k, b).mean(0)
+
     def ages(self, images: torch.Tensor) -> torch.Tensor:
         """Ages in years ``[B]`` (skips gender and identity)."""
         work = self.work_images(images)
-        lm = self.landmarks(work)
-        ages = self.age_model(self.chips(work, lm, 64, CHIP_PADDING))
+        ages = self._age(work, self.landmarks(work))
         check_finite({"ages": ages}, "the embedded perception's age network (dlib-models age-v1)")
         return ages
 
     def forward(self, images: torch.Tensor) -> FaceScores:
         work = self.work_images(images)
         lm = self.landmarks(work)
-        ages = self.age_model(self.chips(work, lm, 64, CHIP_PADDING))
+        ages = self._age(work, lm)
         p_male = self.gender_model(self.chips(work, lm, 32, CHIP_PADDING))
         identity = self.identity_model(self.chips(work, lm, 150, DEFAULT_PADDING))
         check_finite(
@@ -148,4 +225,7 @@ class EmbeddedPerception(nn.Module):
         return 1.0 - torch.linalg.vector_norm(a - b, dim=-1)
 
     def extra_repr(self) -> str:
-        return f"runtime={self.runtime!r}, work_size={self.work_size}, rect={self.landmarker.rect}"
+        return (
+            f"runtime={self.runtime!r}, work_size={self.work_size}, rect={self.landmarker.rect}, "
+            f"age_jitter={self.age_jitter}"
+        )

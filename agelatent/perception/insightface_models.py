@@ -119,6 +119,7 @@ GENDERAGE_BOX_EXPANSION = 1.5
 #: "They ARE the same person" (deepinsight/insightface ``web-demos/src_recognition/main.py``: < 0.2 not the same,
 #: 0.2-0.28 likely the same, >= 0.28 the same).
 INSIGHTFACE_SAME_PERSON_COSINE = 0.28
+ARCFACE_EMBEDDING_DIM = 512  # the recognition model's output width
 
 #: Ages in years genderage predicts: its third output is age / 100 (``Attribute.get`` reports
 #: ``round(out[2] * 100)``), i.e. a 0..100-year scale. It is a linear output, not clamped to that scale.
@@ -391,7 +392,7 @@ def _load_net(
     routed = _route(model_zoo, file, expected, session_providers, ort_threads, _describe_io(model))
     chip_size = int(routed.input_size[0])  # the router only picks these classes for square inputs
     if expected.kind == "recognition":
-        outputs = 512
+        outputs = ARCFACE_EMBEDDING_DIM
         try:
             arcface_alignment_matrix(_FFHQ_RESOLUTION, chip_size)
         except ValueError as err:
@@ -500,6 +501,7 @@ class InsightFacePerception(nn.Module):
     """
 
     age_range: ClassVar[tuple[float, float]] = INSIGHTFACE_AGE_RANGE
+    identity_dim: ClassVar[int] = ARCFACE_EMBEDDING_DIM
 
     def __init__(
         self,

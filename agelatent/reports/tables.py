@@ -20,10 +20,23 @@ TABLE_COLUMNS = (
     ("world_calls_per_edit", "world calls / edit"),
     ("seconds_per_edit", "s / edit"),
 )
+#: second evaluators' metrics (columns ``<evaluator>/<metric>``) -> label, shown after TABLE_COLUMNS
 EVALUATOR_COLUMNS = (
-    ("evaluator_success_rate", "success (evaluator)"),
-    ("evaluator_age_error", "age error (evaluator)"),
+    ("success_rate", "success"),
+    ("age_error", "age error"),
+    ("direction_agreement", "direction"),
+    ("confirmation", "confirmation"),
 )
+
+
+def _evaluator_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    names = dict.fromkeys(k.split("/")[0] for r in rows for k in r if "/" in k)
+    return [
+        (f"{name}/{metric}", f"{label} ({name})")
+        for name in names
+        for metric, label in EVALUATOR_COLUMNS
+        if any(f"{name}/{metric}" in r for r in rows)
+    ]
 
 
 def protocol_note(protocol, max_steps: int, hard_bound: float | None) -> str:
@@ -52,7 +65,8 @@ def write_table(
         w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         w.writerows(rows)
-    shown = [(k, label) for k, label in (*TABLE_COLUMNS, *EVALUATOR_COLUMNS) if any(k in r for r in rows)]
+    shown = [(k, label) for k, label in TABLE_COLUMNS if any(k in r for r in rows)]
+    shown += _evaluator_columns(rows)
     lines = [f"# {title}", ""] + ([note, ""] if note else [])
     keys = (key,) if isinstance(key, str) else tuple(key)
     lines.append("| " + " | ".join([*keys] + [label for _, label in shown]) + " |")
