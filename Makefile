@@ -42,8 +42,11 @@ bench: models  ## benchmarks (JSON + console): world.score throughput by batch, 
 	$(BIN)/python experiments/bench_world.py --json results/bench/world.json
 	$(BIN)/python experiments/bench_identity.py --json results/bench/identity.json
 
-measurements: install  ## regenerate docs/measurements.md from results/bench, RUN=runs/<name> and EVAL=results/eval/<name>
-	$(BIN)/python experiments/measurements.py $(if $(RUN),--run $(RUN)) $(if $(EVAL),--eval $(EVAL))
+measurements: install  ## regenerate docs/measurements.md from results/bench, RUN=runs/<name>, EVAL="results/eval/<name> ..." and CURVES=results/curves/<name>
+	$(BIN)/python experiments/measurements.py $(if $(RUN),--run $(RUN)) $(if $(EVAL),--eval $(EVAL)) $(if $(CURVES),--curves $(CURVES))
+
+curves: models  ## learning curves of RUN=runs/<name> on the validation faces (reward, realigned, independent) -> results/curves/<name>/
+	$(BIN)/python experiments/learning_curves.py --run $(RUN) $(ARGS)
 
 gpu-smoke: install  ## paper-grade world on CUDA, stand-in weights: throughput, SAC, eval, copy check (<5 min; no GPU: skips)
 	@mkdir -p results/bench
@@ -88,4 +91,4 @@ clean:  ## remove caches and sample outputs (keeps .venv, runs/ and the model ca
 
 ARGS ?=
 
-.PHONY: help install models sample train bench measurements gpu-smoke table1 table2 table3 table4 figures tables test test-quick test-full lint format clean
+.PHONY: help install models sample train bench measurements curves gpu-smoke table1 table2 table3 table4 figures tables test test-quick test-full lint format clean

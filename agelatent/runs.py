@@ -42,6 +42,15 @@ class RunDir:
         """The training state to resume from and to evaluate (written atomically)."""
         return self.path / "checkpoints" / "last.ckpt"
 
+    def snapshot(self, env_steps: int) -> Path:
+        """The policy as it was after ``env_steps`` env steps (actor only; loads like a checkpoint)."""
+        return self.path / "checkpoints" / f"policy_{int(env_steps):08d}.pt"
+
+    def snapshots(self) -> list[tuple[int, Path]]:
+        """(env steps, path) of every policy snapshot, in training order."""
+        found = sorted((self.path / "checkpoints").glob("policy_*.pt"))
+        return [(int(p.stem.removeprefix("policy_")), p) for p in found]
+
     @property
     def config(self) -> Path:
         """The resolved config the job ran with (evaluation rebuilds a policy's MDP from it)."""

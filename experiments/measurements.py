@@ -1,6 +1,7 @@
 """Regenerate ``docs/measurements.md``: the one place the project's measured figures live.
 
-    python experiments/measurements.py [--run runs/<name>] [--eval results/eval/<name>] [--out docs/measurements.md]
+    python experiments/measurements.py [--run runs/<name>] [--eval results/eval/<name> ...]
+        [--curves results/curves/<name>] [--out docs/measurements.md]
 
 Every figure is read from an artefact a command wrote (``make bench``, ``make train``, ``agelatent-eval``),
 and the page says which command; nothing is typed in by hand. Sections whose artefact is missing say so.
@@ -10,6 +11,7 @@ README and the docs point here instead of quoting numbers that go stale.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import platform
 from datetime import UTC, datetime
@@ -76,15 +78,47 @@ def _training(run_path: Path | None) -> list[str]:
     return lines
 
 
-def _evaluation(eval_path: Path | None) -> list[str]:
-    if eval_path is None:
+def _evaluation(eval_paths: list[Path]) -> list[str]:
+    if not eval_paths:
         return ["_No evaluation given (`--eval results/eval/<name>`)._"]
-    md = eval_path / "results.md"
-    if not md.is_file():
-        return [f"_Not measured: `{md}` is missing._"]
-    body = md.read_text().splitlines()
-    body = [line for line in body if not line.startswith("# ")]
-    return [f"`agelatent-eval` on the test faces (`{md}`):", "", *body]
+    lines: list[str] = []
+    for eval_path in eval_paths:
+        md = eval_path / "results.md"
+        if not md.is_file():
+            lines += [f"_Not measured: `{md}` is missing._", ""]
+            continue
+        body = [line for line in md.read_text().splitlines() if not line.startswith("# ")]
+        lines += [
+            f"### `{eval_path.name}`",
+            "",
+            f"`agelatent-eval` on the test faces (`{md}`):",
+            "",
+            *body,
+            "",
+        ]
+    return lines
+
+
+def _curves(path: Path | None) -> list[str]:
+    if path is None:
+        return ["_No learning curves given (`--curves results/curves/<name>`)._"]
+    table = path / "curves.csv"
+    if not table.is_file():
+        return [f"_Not measured: `{table}` is missing (run `make curves RUN=runs/<name>`)._"]
+    with open(table) as f:
+        rows = list(csv.DictReader(f))
+    keys = [k for k in ("success_rate", "realigned/success_rate", "agender/direction_agreement",
+                        "agender/confirmation") if k in rows[0]]  # fmt: skip
+    lines = [
+        f"Policy snapshots on the validation faces (`make curves` → `{table}`, `{path / 'curves.png'}`; "
+        f"{int(float(rows[0]['edits']))} edits per point):",
+        "",
+        "| env steps | " + " | ".join(keys) + " |",
+        "|" + " --- |" * (len(keys) + 1),
+    ]
+    for r in rows:
+        lines.append(f"| {r['env_steps']} | " + " | ".join(f"{float(r[k]):.2f}" for k in keys) + " |")
+    return lines
 
 
 def main() -> None:
@@ -93,7 +127,8 @@ def main() -> None:
     )
     parser.add_argument("--bench", type=Path, default=Path("results/bench"))
     parser.add_argument("--run", type=Path, default=None, help="a training run directory")
-    parser.add_argument("--eval", type=Path, default=None, help="an agelatent-eval output directory")
+    parser.add_argument("--eval", type=Path, nargs="*", default=[], help="agelatent-eval output directories")
+    parser.add_argument("--curves", type=Path, default=None, help="a learning-curves output directory")
     parser.add_argument("--out", type=Path, default=Path("docs/measurements.md"))
     args = parser.parse_args()
     lines = [
@@ -119,6 +154,10 @@ def main() -> None:
         "## Editors on the test faces",
         "",
         *_evaluation(args.eval),
+        "",
+        "## Learning curves",
+        "",
+        *_curves(args.curves),
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)

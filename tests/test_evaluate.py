@@ -159,3 +159,38 @@ def test_a_run_trained_before_an_mdp_setting_existed_still_evaluates(policy_dir,
         (row,) = run(cfg, tmp_path / "out")
     assert row["edits"] == 1
     assert "predates action.keep" in caplog.text and "predates env.observe_face" in caplog.text
+
+
+def test_policy_snapshots_make_learning_curves_on_validation_faces(tmp_path, model_files):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from agelatent.runs import RunDir
+
+    run = RunDir(tmp_path / "runs" / "snap")
+    train(
+        cfg_for(
+            "train", "profile=debug", f"paths.runs_dir={tmp_path / 'runs'}", "run_name=snap", "logger=none",
+            "callbacks.policy_snapshots.every_env_steps=16",
+        ),
+        run.path,
+    )  # fmt: skip
+    assert [steps for steps, _ in run.snapshots()] == [16, 32, 48]  # the debug run's 48 env steps
+    out = tmp_path / "curves"
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [
+            sys.executable, "experiments/learning_curves.py", "--run", str(run.path), "--out", str(out),
+            "protocol.num_faces=2", "protocol.targets=[25,45]", "evaluator=realigned", "device=cpu",
+        ],
+        cwd=root, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    with open(out / "curves.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["env_steps"]) for r in rows] == [16, 32, 48]  # the final checkpoint is the last snapshot
+    assert all(int(float(r["edits"])) == 4 and "realigned/success_rate" in r for r in rows)
+    assert (out / "curves.png").is_file()
+    # each point is on validation faces
+    with open(out / "step_00000016" / "edits.csv") as f:
+        assert {int(e["seed"]) for e in csv.DictReader(f)} == {500_000, 500_001}

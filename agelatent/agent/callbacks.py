@@ -9,11 +9,12 @@ import tempfile
 import time
 
 import lightning as L
+import torch
 from rich.console import Console
 
 from agelatent.runs import RunDir
 
-__all__ = ["AtomicCheckpoint", "EpisodeMetrics"]
+__all__ = ["AtomicCheckpoint", "EpisodeMetrics", "PolicySnapshots"]
 
 
 class AtomicCheckpoint(L.Callback):
@@ -43,6 +44,31 @@ class AtomicCheckpoint(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.save(trainer)
+
+
+class PolicySnapshots(L.Callback):
+    """The actor every ``every_env_steps`` env steps, as ``checkpoints/policy_<env steps>.pt`` (a few hundred
+    kB each, in the checkpoint's own layout, so every ``policy=`` path accepts it): what learning curves
+    evaluate. Snapshots already on disk (a resumed run) are kept."""
+
+    def __init__(self, every_env_steps: int) -> None:
+        if every_env_steps < 1:
+            raise ValueError(
+                f"callbacks.policy_snapshots.every_env_steps must be >= 1, got {every_env_steps}"
+            )
+        self.every_env_steps = every_env_steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        steps, every, width = pl_module.env_steps, self.every_env_steps, pl_module.env.num_envs
+        if steps // every > (steps - width) // every:  # this batched step crossed a multiple of `every`
+            path = RunDir(trainer.default_root_dir).snapshot(steps)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            state = {f"actor.{k}": v.detach().cpu() for k, v in pl_module.actor.state_dict().items()}
+            payload = {"hyper_parameters": dict(pl_module.hparams), "state_dict": state, "env_steps": steps}
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".policy-", suffix=".tmp")
+            os.close(fd)
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
 
 
 class EpisodeMetrics(L.Callback):
