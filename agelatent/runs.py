@@ -195,7 +195,9 @@ def wandb_settings(cfg: DictConfig, run: RunDir, *, job_type: str) -> dict[str, 
     job continues its W&B run.
     """
     wb = cfg.logger.get("wandb") if cfg.get("logger") is not None else None
-    if wb is None or wb.mode == "disabled":
+    # logger=none leaves `wandb` null, or holding only what an entry point's own config sets on top of it
+    # (eval.yaml's `group`), without a mode: no W&B run either way
+    if wb is None or wb.get("mode") in (None, "disabled"):
         return None
     multirun = is_multirun()
     group = wb.group

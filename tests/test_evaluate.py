@@ -93,7 +93,7 @@ def test_the_policy_runs_under_its_training_mdp(evaluation, policy_dir):
 def test_results_go_to_an_offline_wandb_run_as_a_table(evaluation):
     out, rows = evaluation
     (offline,) = (out / "wandb").glob("offline-run-*")
-    wb = read_offline_run(offline)
+    wb = read_offline_run(offline, wait_for_exit_s=10)
     assert wb.group == "eval" and any(t.startswith("commit:") for t in wb.tags) and wb.exit_code == 0
     assert wb.summary["sac_policy/success_rate"] == pytest.approx(rows[0]["success_rate"])
     assert any(p.name.endswith(".table.json") for p in (offline / "files" / "media").rglob("*"))
@@ -153,12 +153,15 @@ def test_a_run_trained_before_an_mdp_setting_existed_still_evaluates(policy_dir,
     OmegaConf.save(saved, old / "config.yaml")
     cfg = cfg_for(
         "eval", f"policy={old}", "editors=[sac_policy]", "protocol.num_faces=1", "protocol.targets=[30]",
-        "evaluator=none",
+        "evaluator=none", "logger=none",
     )  # fmt: skip
     with caplog.at_level("WARNING"):
         (row,) = run(cfg, tmp_path / "out")
     assert row["edits"] == 1
     assert "predates action.keep" in caplog.text and "predates env.observe_face" in caplog.text
+    assert not (
+        tmp_path / "out" / "wandb"
+    ).exists()  # logger=none: eval.yaml's logger.wandb.group alone is no W&B run
 
 
 def test_policy_snapshots_make_learning_curves_on_validation_faces(tmp_path, model_files):

@@ -65,7 +65,7 @@ def test_a_debug_run_writes_every_artefact(first_run):
 def test_the_offline_wandb_run_holds_config_history_and_summary(first_run):
     _, run_dir, summary = first_run
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
-    run = read_offline_run(offline)
+    run = read_offline_run(offline, wait_for_exit_s=10)
     assert run.name == "dbg" and run.group == "dbg" and run.exit_code == 0
     assert any(t.startswith("commit:") for t in run.tags)
     assert run.config["agent"]["total_env_steps"] == 48 and run.config["action"]["mode"] == "local_linear"
@@ -134,4 +134,4 @@ def test_a_failing_job_still_finishes_its_wandb_run(tmp_path, model_files):
     with pytest.raises(RuntimeError, match="boom"):
         run_job(debug_cfg(tmp_path), run, crash)
     (offline,) = (run.path / "wandb").glob("offline-run-*")
-    assert read_offline_run(offline).exit_code == 1 and "boom" in run.failed.read_text()
+    assert read_offline_run(offline, wait_for_exit_s=10).exit_code == 1 and "boom" in run.failed.read_text()

@@ -62,9 +62,23 @@ class OfflineRun:
     exit_code: int | None = None
 
 
-def read_offline_run(run_dir: str | Path) -> OfflineRun:
-    """Parse ``run_dir`` (an ``offline-run-*`` directory, or a ``.wandb`` file) into config/history/summary."""
-    run_dir = Path(run_dir)
+def read_offline_run(run_dir: str | Path, *, wait_for_exit_s: float = 0.0) -> OfflineRun:
+    """Parse ``run_dir`` (an ``offline-run-*`` directory, or a ``.wandb`` file) into config/history/summary.
+
+    ``wait_for_exit_s``: re-read for up to this long until the exit record is there. wandb's service
+    process appends the last records after ``wandb.finish`` returns; on a loaded machine that can take a
+    moment (seen on 2 shared cores)."""
+    import time
+
+    deadline = time.monotonic() + wait_for_exit_s
+    while True:
+        run = _read(Path(run_dir))
+        if run.exit_code is not None or time.monotonic() >= deadline:
+            return run
+        time.sleep(0.2)
+
+
+def _read(run_dir: Path) -> OfflineRun:
     files = [run_dir] if run_dir.suffix == ".wandb" else sorted(run_dir.glob("run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
