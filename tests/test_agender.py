@@ -89,13 +89,18 @@ def test_the_file_is_the_wide_resnet_it_is_said_to_be(hdf5):
     assert gender.shape == (16 * 16 * 512, 2) and age.shape == (16 * 16 * 512, 101)
 
 
-def test_every_layer_matches_keras_on_the_same_input(port, keras_model, inputs):
+def test_every_layer_matches_keras_on_the_same_input(port, keras_model, inputs, hdf5):
     """Each Keras layer is run on the port's own input to that layer, so every layer is checked alone."""
+    config, _ = read_keras_hdf5(hdf5)
+    inbound = {  # the file's own graph: layer -> the layers it reads
+        layer["name"]: [src[0] for src in layer["inbound_nodes"][0]]
+        for layer in config["config"]["layers"][1:]
+    }
     with torch.no_grad():
         (gender, age), values = port(inputs, return_all=True)
     checked = 0
     for layer in keras_model.layers[1:]:
-        sources = [node.name for node in _inbound_layers(layer)]
+        sources = inbound[layer.name]
         args = [values[s] for s in sources]
         mine = values[layer.name].numpy()
         if layer.name == POOL:
@@ -112,11 +117,6 @@ def test_every_layer_matches_keras_on_the_same_input(port, keras_model, inputs):
     assert checked == 52  # every layer but the input
     assert gender.shape == (2, 2) and age.shape == (2, 101)
     torch.testing.assert_close(age.sum(1), torch.ones(2))
-
-
-def _inbound_layers(layer):
-    node = layer._inbound_nodes[0]
-    return [t._keras_history[0] for t in node.input_tensors]
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -155,10 +155,9 @@ def test_generated_faces_get_finite_ages_in_range_batched_like_one_by_one(world,
     torch.testing.assert_close(one, pred.ages, atol=1e-3, rtol=0)
     crops = model.crops(images)
     assert crops.shape == (7, 64, 64, 3) and crops.min() >= 0 and crops.max() <= 255
-    # BGR: the crop's first channel is the image's blue channel
-    centre = model.crops(images[:1])[0, 32, 32]
-    rgb = (images[0, :, 32, 32] + 1) * 127.5
-    torch.testing.assert_close(centre.flip(0), rgb, atol=40.0, rtol=0)  # a neighbourhood, not the pixel
+    # BGR on the 0..255 scale: a flat image with R = 1, G = 0, B = -1 becomes (B, G, R) = (0, 127.5, 255)
+    flat = torch.tensor([1.0, 0.0, -1.0])[None, :, None, None].expand(1, 3, 64, 64)
+    torch.testing.assert_close(model.crops(flat), torch.tensor([0.0, 127.5, 255.0]).expand(1, 64, 64, 3))
 
 
 def test_bad_files_and_settings_are_refused_with_the_fix(tmp_path, hdf5):

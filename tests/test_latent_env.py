@@ -304,6 +304,10 @@ def test_keeping_gender_and_identity_moves_them_less_for_the_same_age_step(world
         env.step(actions)  # the second step has a non-zero identity-drift gradient to keep
         moved[keep] = ((env.p_male - p0).abs(), 1 - env.similarity, env.ages - a0)
     (p_free, id_free, age_free), (p_kept, id_kept, age_kept) = moved["[]"], moved["[identity,gender]"]
+    print(  # the figures docs/design.md quotes: pytest -s tests/test_latent_env.py -k keeping_gender
+        f"mean |dP(male)| {p_kept.mean():.3f} vs {p_free.mean():.3f}, identity drift {id_kept.mean():.3f} vs "
+        f"{id_free.mean():.3f}, median age change {age_kept.median():.2f} vs {age_free.median():.2f} years"
+    )
     assert p_kept.mean() < 0.95 * p_free.mean()
     assert id_kept.mean() < id_free.mean()
     assert age_kept.median() > age_free.median() > 3.0

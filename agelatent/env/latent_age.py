@@ -283,26 +283,16 @@ class LatentAgeEnv:
         if self.cfg.age_direction.method == "autograd":
             z = latents.detach().requires_grad_(True)
             scores = self.world.score(z, with_grad=True)
-            outputs = [scores.ages_years.sum()]
-            for name in self.keep:
-                if name == "gender":
-                    outputs.append(scores.p_male.sum())
-                elif identity0 is not None:
-                    outputs.append((scores.identity - identity0).pow(2).sum())
-                else:
-                    outputs.append(None)
-            grads = []
-            live = [i for i, o in enumerate(outputs) if o is not None]
-            for i in live:
-                (g,) = torch.autograd.grad(outputs[i], z, retain_graph=i != live[-1])
-                grads.append(g)
-            by_row = dict(zip(live, grads, strict=True))
-            keep = (
-                torch.stack([by_row.get(i, torch.zeros_like(z)) for i in range(1, len(outputs))], 1)
-                if self.keep
-                else torch.zeros(len(z), 0, z.shape[1], device=z.device)
-            )
-            return _detach_scores(scores), by_row[0], keep.detach()
+            drift = None if identity0 is None else (scores.identity - identity0).pow(2).sum()
+            kept = {"gender": scores.p_male.sum(), "identity": drift}
+            wanted = [scores.ages_years.sum(), *(kept[name] for name in self.keep)]
+            last = max(i for i, q in enumerate(wanted) if q is not None)
+            rows = [  # one backward pass per quantity; a quantity at its minimum (drift at z0) has none
+                torch.zeros_like(z) if q is None else torch.autograd.grad(q, z, retain_graph=i < last)[0]
+                for i, q in enumerate(wanted)
+            ]
+            keep = torch.stack(rows[1:], 1) if self.keep else z.new_zeros(len(z), 0, z.shape[1])
+            return _detach_scores(scores), rows[0], keep.detach()
         scores = self.world.score(latents)
         grad, _ = local_age_gradient(self.world, latents, self.cfg.age_direction, self._rng)
         self._world_calls += len(latents) * 2 * min(self.cfg.age_direction.num_probes, self.latent_dim)

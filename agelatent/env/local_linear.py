@@ -69,11 +69,14 @@ def min_norm_step(
 ) -> torch.Tensor:
     """Smallest latent step whose linearised age change is ``delta_years``: δ = Δ·ĝ/‖ĝ‖² (norm-capped)."""
     sq_norm = grad_bz.pow(2).sum(dim=1, keepdim=True).clamp_min(1e-12)
-    step = delta_years[:, None] * grad_bz / sq_norm
-    if max_norm is not None:
-        norms = step.norm(dim=1, keepdim=True)
-        step = step * (max_norm / norms.clamp_min(max_norm))
-    return step
+    return _cap_norm(delta_years[:, None] * grad_bz / sq_norm, max_norm)
+
+
+def _cap_norm(step: torch.Tensor, max_norm: float | None) -> torch.Tensor:
+    """Scale rows of ``step [B, d]`` longer than ``max_norm`` down to it (None: no cap)."""
+    if max_norm is None:
+        return step
+    return step * (max_norm / step.norm(dim=1, keepdim=True).clamp_min(max_norm))
 
 
 def orthogonal_basis(direction_bz: torch.Tensor, basis_kd: torch.Tensor) -> torch.Tensor:
@@ -112,10 +115,7 @@ def constrained_min_norm_step(
     rhs = torch.zeros(rows.shape[:2], device=rows.device, dtype=rows.dtype)
     rhs[:, 0] = delta_years
     step = torch.einsum("brd,br->bd", rows, (_damped_gram_inverse(rows) @ rhs[..., None]).squeeze(-1))
-    if max_norm is not None:
-        norms = step.norm(dim=1, keepdim=True)
-        step = step * (max_norm / norms.clamp_min(max_norm))
-    return step
+    return _cap_norm(step, max_norm)
 
 
 def null_space_basis(rows_brd: torch.Tensor, basis_kd: torch.Tensor) -> torch.Tensor:

@@ -145,7 +145,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]
             cal.slope,
             cal.correlation,
         )
-    start_ages: dict[str, torch.Tensor] = {}  # every editor starts from the same faces
+    start_scores: dict[str, Any] = {}  # per evaluator, its scores of the (shared) start faces
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     protocol = cfg.protocol
@@ -168,21 +168,22 @@ def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]
         result = run_edits(env, editor, starts, target_t)
         summary = summarise(result, env_cfg.identity.hard_bound, protocol)
         for ev_name, (spec, model) in evaluators.items():
+            if ev_name not in start_scores:  # once: every editor starts from the same faces
+                with torch.no_grad():
+                    start_scores[ev_name] = (model if spec.kind == "perception" else model.ages)(
+                        result.start_images
+                    )
             if spec.kind == "perception":
-                ev = _perception_summary(model, result, env_cfg, protocol)
+                ev = _perception_summary(model, start_scores[ev_name], result, env_cfg, protocol)
             else:
-                if ev_name not in start_ages:
-                    start_ages[ev_name] = model.ages(result.start_images).cpu()
-                final = model.ages(result.final_images).cpu()
                 ev = independent_summary(
-                    start_ages[ev_name],
-                    final,
+                    start_scores[ev_name].cpu(),
+                    model.ages(result.final_images).cpu(),
                     result,
                     calibrations[ev_name],
                     spec.min_years,
                     protocol.bootstrap,
                 )
-                ev["natural_slope"] = calibrations[ev_name].slope
             summary.update({f"{ev_name}/{k}": v for k, v in ev.items()})
         rows.append({"editor": name, **summary})
         results[name] = result
@@ -206,9 +207,9 @@ def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]
     return rows
 
 
-def _perception_summary(evaluator, result: EditResult, env_cfg, protocol) -> dict[str, float]:
+def _perception_summary(evaluator, start, result: EditResult, env_cfg, protocol) -> dict[str, float]:
     with torch.no_grad():
-        final, start = evaluator(result.final_images), evaluator(result.start_images)
+        final = evaluator(result.final_images)
     sim = evaluator.identity_similarity(final.identity, start.identity)
     err = (final.ages_years - result.targets).abs()
     kept = sim >= env_cfg.identity.hard_bound

@@ -95,7 +95,8 @@ def independent_summary(
     bootstrap,
 ) -> dict[str, float]:
     """The independent model's statistics for one editor's edits (keys ``direction_agreement``,
-    ``confirmation``, each with ``_low``/``_high``; ``asked_edits``: how many edits asked for >= min_years).
+    ``confirmation``, each with ``_low``/``_high``; ``asked_edits``: how many edits asked for >= min_years;
+    ``natural_slope``: the calibration's slope, the ratio's denominator).
 
     ``start_ages``/``final_ages``: the independent model's ages of the edits' start and final faces;
     ``bootstrap``: the protocol's bootstrap settings (``resamples``, ``seed``)."""
@@ -104,7 +105,7 @@ def independent_summary(
     d_indep = (final_ages - start_ages).cpu()
     asked = requested.abs() >= min_years
     agree = (torch.sign(d_indep[asked]) == torch.sign(requested[asked])).float()
-    out: dict[str, float] = {"asked_edits": float(asked.sum())}
+    out: dict[str, float] = {"asked_edits": float(asked.sum()), "natural_slope": calibration.slope}
     ci = bootstrap_ci(agree, bootstrap.resamples, bootstrap.seed)
     out["direction_agreement"], out["direction_agreement_low"], out["direction_agreement_high"] = (
         ci.mean,
