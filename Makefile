@@ -48,6 +48,12 @@ measurements: install  ## regenerate docs/measurements.md from results/bench, RU
 curves: models  ## learning curves of RUN=runs/<name> on the validation faces (reward, realigned, independent) -> results/curves/<name>/
 	$(BIN)/python experiments/learning_curves.py --run $(RUN) $(ARGS)
 
+EDITOR ?= local_linear_walk
+tune: models  ## tune a baseline on validation faces, EDITOR=local_linear_walk|gradient_descent|global_direction|random_walk -> results/tune/<editor>/tuning.md
+	rm -rf results/tune/$(EDITOR)
+	$(BIN)/agelatent-eval -m experiment=tune_$(EDITOR) hydra.sweep.dir=results/tune/$(EDITOR) $(ARGS) || echo "tune: some jobs failed (their FAILED.txt); ranking the rest"
+	$(BIN)/python experiments/tuning.py results/tune/$(EDITOR)
+
 gpu-smoke: install  ## paper-grade world on CUDA, stand-in weights: throughput, SAC, eval, copy check (<5 min; no GPU: skips)
 	@mkdir -p results/bench
 	$(BIN)/python experiments/gpu_smoke.py --json results/bench/gpu_smoke.json
@@ -91,4 +97,4 @@ clean:  ## remove caches and sample outputs (keeps .venv, runs/ and the model ca
 
 ARGS ?=
 
-.PHONY: help install models sample train bench measurements curves gpu-smoke table1 table2 table3 table4 figures tables test test-quick test-full lint format clean
+.PHONY: help install models sample train bench measurements curves tune gpu-smoke table1 table2 table3 table4 figures tables test test-quick test-full lint format clean

@@ -356,9 +356,7 @@ def run_evaluation(world, plan: Plan) -> dict:
     protocol = train_config("protocol=test").protocol
     grid = torch.tensor([float(t) for t in protocol.targets])
     targets = grid[torch.arange(n) % len(grid)]
-    walk = LocalLinearWalk(
-        max_years_per_step=env.cfg.action.max_years_per_step, max_step_norm=env.cfg.action.max_step_norm
-    )
+    walk = LocalLinearWalk(max_years_per_step=env.cfg.action.max_years_per_step)
     starts = world.sample_latents(range(protocol.first_seed, protocol.first_seed + n))
     result = run_edits(env, walk, starts, targets)
     summary = summarise(result, env.cfg.identity.hard_bound, protocol)

@@ -128,6 +128,14 @@ def test_bootstrap_intervals_cover_the_truth_about_95_percent_of_the_time():
             "evaluator.agender.min_years must be > 0",
         ),
         (
+            ["editor_settings.local_linear_walk.keep=[age]", "editors=[local_linear_walk]"],
+            r"editor_settings.local_linear_walk: action.keep must be distinct names",
+        ),
+        (
+            ["editor_settings.global_direction.max_step_norm=0", "editors=[random_walk]"],
+            "editor_settings.global_direction.max_step_norm must be a finite number > 0, got 0",
+        ),
+        (
             ["protocol.targets=[20,99]", "editors=[random_walk]"],
             r"protocol.targets must be ages in the age model's range \[0, 80\], got \[99\]",
         ),
@@ -137,6 +145,23 @@ def test_bad_eval_configs_fail_before_any_work(tmp_path, overrides, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         run(cfg_for("eval", *overrides), tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_the_walk_gets_its_own_step_cap_and_kept_quantities_whatever_the_policy_was_trained_with():
+    from agelatent.env.latent_age import LatentAgeEnvConfig
+    from agelatent.evaluation.comparison import editor_env_config
+
+    cfg = cfg_for(
+        "eval",
+        "editor_settings.local_linear_walk.keep=[identity,gender]",
+        "editor_settings.local_linear_walk.max_step_norm=2.5",
+    )
+    mdp = LatentAgeEnvConfig.from_config(cfg)
+    assert mdp.action.keep == () and mdp.action.max_step_norm != 2.5  # the MDP (the policy's) as it is
+    walk = editor_env_config("local_linear_walk", cfg, mdp, 7).action
+    assert (walk.mode, walk.keep, walk.max_step_norm) == ("local_linear", ("identity", "gender"), 2.5)
+    assert editor_env_config("sac_policy", cfg, mdp, 7).action == mdp.action
+    assert editor_env_config("gradient_descent", cfg, mdp, 7).action.mode == "full"
 
 
 def test_a_run_trained_before_an_mdp_setting_existed_still_evaluates(policy_dir, tmp_path, caplog):

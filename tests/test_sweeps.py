@@ -18,19 +18,34 @@ from hydra.core.global_hydra import GlobalHydra
 
 from agelatent.cli.train import validate
 from agelatent.config import CONFIG_DIR, compose_config
+from agelatent.evaluation.comparison import EDITORS
+from agelatent.evaluation.comparison import validate as validate_eval
 from agelatent.reports.wandb_offline import read_offline_run
 from agelatent.runs import RunDir
 
-EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+ALL = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+#: ``tune_<editor>`` experiments are agelatent-eval sweeps (baselines tuned on validation faces); the rest train
+TUNE = [e for e in ALL if e.startswith("tune_")]
+EXPERIMENTS = [e for e in ALL if e not in TUNE]
 
 
-def sweep_combinations(experiment: str) -> list[list[str]]:
+def sweep_combinations(experiment: str, entry: str = "train") -> list[list[str]]:
     GlobalHydra.instance().clear()
     with initialize_config_dir(CONFIG_DIR, version_base=None):
-        cfg = compose("train", [f"experiment={experiment}"], return_hydra_config=True)
+        cfg = compose(entry, [f"experiment={experiment}"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params or {}
-    choices = [[f"{k}={v.strip()}" for v in str(values).split(",")] for k, values in params.items()]
-    return [list(c) for c in itertools.product(*choices)]
+    return [list(c) for c in itertools.product(*(_choices(k, str(v)) for k, v in params.items()))]
+
+
+def _choices(key: str, values: str) -> list[str]:
+    """``a,b`` -> [key=a, key=b]; list values (``[],[identity,gender]``) split at top-level commas only."""
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(values + ","):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            out.append(f"{key}={values[start:i].strip()}")
+            start = i + 1
+    return out
 
 
 def test_there_are_experiments_to_check():
@@ -45,6 +60,20 @@ def test_every_job_of_every_experiment_composes_and_validates(experiment):
         validate(
             compose_config("train", [f"experiment={experiment}", "profile=debug", *overrides])
         )  # builds the env/SAC/reward configs: every error a job would hit before training
+
+
+@pytest.mark.parametrize("experiment", TUNE)
+def test_every_tuning_job_composes_validates_and_chooses_on_validation_faces(experiment):
+    editor = experiment.removeprefix("tune_")
+    assert editor in EDITORS
+    combos = sweep_combinations(experiment, "eval")
+    assert len(combos) >= 3
+    for overrides in combos:
+        assert all(o.startswith(f"editor_settings.{editor}.") for o in overrides)  # only its own knobs
+        cfg = compose_config("eval", [f"experiment={experiment}", *overrides])
+        assert cfg.editors == [editor] and cfg.optimized_metric == f"{editor}/success_rate"
+        assert cfg.protocol.first_seed == cfg.splits.validation  # never the test faces
+        validate_eval(cfg)
 
 
 def multirun(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -106,3 +135,32 @@ def test_a_tiny_optuna_search_optimises_the_validation_success(tmp_path, model_f
         assert seeds == {500_000, 500_001}
     lrs = {t.load_config().agent.policy_lr for t in trials}
     assert len(lrs) == 2 and all(1e-4 <= lr <= 1e-3 for lr in lrs)
+
+
+@pytest.mark.slow
+def test_a_tuning_sweep_ranks_its_jobs_and_names_the_best_setting(tmp_path, model_files):
+    """``make tune``'s two steps on two faces: a real agelatent-eval multirun, then the ranking."""
+    sweep = tmp_path / "tune"
+    cmd = [
+        sys.executable, "-m", "agelatent.cli.evaluate", "-m", "experiment=tune_local_linear_walk",
+        f"hydra.sweep.dir={sweep}", "device=cpu", "threads=1", "logger=none",
+        "protocol.num_faces=2", "protocol.targets=[60]",
+        "editor_settings.local_linear_walk.max_years_per_step=0.1,8.0",  # 0.1 y/step cannot reach 60
+        "editor_settings.local_linear_walk.max_step_norm=1.0", "editor_settings.local_linear_walk.keep=[]",
+    ]  # fmt: skip
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranked = subprocess.run(
+        [sys.executable, "experiments/tuning.py", str(sweep)], capture_output=True, text=True, env=env
+    )
+    assert ranked.returncode == 0, ranked.stderr[-3000:]
+    with open(sweep / "tuning.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["setting"].split()[0] for r in rows] == ["max_years_per_step=8.0", "max_years_per_step=0.1"]
+    assert float(rows[0]["success_rate"]) > float(rows[1]["success_rate"]) == 0.0
+    best = yaml.safe_load((sweep / "best.yaml").read_text())
+    assert best["best"]["editor_settings.local_linear_walk.max_years_per_step"] == "8.0"
+    for job in ("0", "1"):  # judged on validation faces
+        with open(sweep / job / "edits.csv", newline="") as f:
+            assert {int(r["seed"]) for r in csv.DictReader(f)} == {500_000, 500_001}

@@ -27,14 +27,14 @@ def _wanted_years(env: LatentAgeEnv, max_years: float) -> torch.Tensor:
 
 class LocalLinearWalk:
     """The paper's semantic age scheme without RL: each step is the minimum-norm step along the local age
-    direction ĝ(z) for ``clip(target - age, ±max_years_per_step)`` years -- under the env's
-    ``action.keep`` constraints when it has any (:meth:`LatentAgeEnv.age_step`), so the walk gets every
-    first-order constraint the policy's actions get."""
+    direction ĝ(z) for ``clip(target - age, ±max_years_per_step)`` years, norm-capped and keeping the
+    env's ``action.keep`` quantities to first order (:meth:`LatentAgeEnv.age_step`, the policy's ``a[0]``).
+    The evaluation gives the walk its own cap and kept quantities (``editor_settings.local_linear_walk``)."""
 
     requires_action_mode = "local_linear"
 
-    def __init__(self, *, max_years_per_step: float, max_step_norm: float, name: str = "local_linear_walk"):
-        self.max_years_per_step, self.max_step_norm, self.name = max_years_per_step, max_step_norm, name
+    def __init__(self, *, max_years_per_step: float, name: str = "local_linear_walk"):
+        self.max_years_per_step, self.name = max_years_per_step, name
 
     def propose(self, env: LatentAgeEnv) -> torch.Tensor:
         return env.age_step(_wanted_years(env, self.max_years_per_step))

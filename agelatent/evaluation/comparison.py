@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +56,36 @@ EDITORS = ("sac_policy", "local_linear_walk", "global_direction", "gradient_desc
 EVALUATOR_KINDS = ("perception", "independent_age")
 
 
+def editor_env_config(name: str, cfg: DictConfig, env_cfg: LatentAgeEnvConfig, num_envs: int):
+    """The MDP an editor runs under: the policy's (``env_cfg``) with ``num_envs`` parallel edits, in the
+    action mode the editor needs -- the policy its trained one, the walk ``local_linear`` with its own
+    step cap and kept quantities (``editor_settings.local_linear_walk``), the others the cheaper ``full``
+    mode (same transition rules: they move by raw latent steps)."""
+    action = env_cfg.action
+    if name == "sac_policy":
+        pass
+    elif name == "local_linear_walk":
+        walk = cfg.editor_settings.local_linear_walk
+        try:
+            action = dataclasses.replace(
+                action, mode="local_linear", max_step_norm=walk.max_step_norm, keep=tuple(walk.keep)
+            )
+        except ValueError as err:
+            raise ValueError(f"editor_settings.local_linear_walk: {err}") from None
+    else:
+        action = dataclasses.replace(action, mode="full")
+    return dataclasses.replace(env_cfg, num_envs=num_envs, action=action)
+
+
 def make_editor(name: str, cfg: DictConfig, world, env_cfg: LatentAgeEnvConfig):
     s = cfg.editor_settings
-    a = env_cfg.action
     if name == "local_linear_walk":
-        return LocalLinearWalk(max_years_per_step=a.max_years_per_step, max_step_norm=a.max_step_norm)
+        return LocalLinearWalk(max_years_per_step=s.local_linear_walk.max_years_per_step)
     if name == "global_direction":
         g = s.global_direction
         fit = fit_global_direction(world, g.num_samples, g.first_seed)
         return GlobalDirection(
-            fit["w"], max_years_per_step=a.max_years_per_step, max_step_norm=a.max_step_norm
+            fit["w"], max_years_per_step=g.max_years_per_step, max_step_norm=g.max_step_norm
         )
     if name == "gradient_descent":
         g = s.gradient_descent
@@ -100,7 +121,15 @@ def validate(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, Path | None]:
     if cfg.policy:
         run, ckpt = RunDir.of_policy(cfg.policy)
         mdp_source = _with_new_mdp_keys(run.load_config(), cfg) if run.config.is_file() else cfg
-    return LatentAgeEnvConfig.from_config(mdp_source), ckpt
+    env_cfg = LatentAgeEnvConfig.from_config(mdp_source)
+    for name in cfg.editors:
+        editor_env_config(name, cfg, env_cfg, env_cfg.num_envs)
+    for name in ("local_linear_walk", "global_direction"):
+        for key in ("max_years_per_step", "max_step_norm"):
+            value = cfg.editor_settings[name][key]
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"editor_settings.{name}.{key} must be a finite number > 0, got {value!r}")
+    return env_cfg, ckpt
 
 
 def _with_new_mdp_keys(run_cfg: DictConfig, cfg: DictConfig) -> DictConfig:
@@ -153,12 +182,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]
     starts, target_t, seeds = held_out_edits(world, protocol)
     rows, results = [], {}
     for name in cfg.editors:
-        # the policy acts in its trained action mode and the walk needs ĝ from the env; the others run in the
-        # cheaper `full` mode (same transition rules: they move by raw latent steps)
-        mode = {"sac_policy": env_cfg.action.mode, "local_linear_walk": "local_linear"}.get(name, "full")
-        ecfg = dataclasses.replace(
-            env_cfg, num_envs=len(seeds), action=dataclasses.replace(env_cfg.action, mode=mode)
-        )
+        ecfg = editor_env_config(name, cfg, env_cfg, len(seeds))
         env = LatentAgeEnv(world, ecfg, Reward.zero(), auto_reset=False)  # editors are judged by metrics
         editor = (
             PolicyEditor.from_checkpoint(ckpt, env)
