@@ -51,7 +51,15 @@ def rank(sweep: Path) -> tuple[str, list[dict[str, Any]]]:
         results = job / "results.csv"
         if run.failed.is_file() or not results.is_file():
             error = run.failed.read_text().strip().splitlines()[:1] if run.failed.is_file() else []
-            rows.append({**base, "editor": "FAILED", "error": error[0] if error else "no results.csv"})
+            error = error[0] if error else "no results.csv"
+            rows.append(
+                {
+                    **base,
+                    "setting": f"{base['setting']} (FAILED: {error})",
+                    "editor": "FAILED",
+                    "error": error,
+                }
+            )
             continue
         with open(results, newline="") as f:
             by_editor = {r["editor"]: r for r in csv.DictReader(f)}
