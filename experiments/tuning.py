@@ -41,11 +41,8 @@ def rank(sweep: Path) -> tuple[str, list[dict[str, Any]]]:
         cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
         metrics.add(cfg.optimized_metric)
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
-        setting = " ".join(
-            o.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + o.split("=", 1)[1]
-            for o in overrides
-            if o.startswith("editor_settings.")
-        )
+        chosen = [o.split("=", 1) for o in overrides if o.startswith("editor_settings.")]
+        setting = " ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in chosen)
         base = {"setting": setting or "(defaults)", "job": job.name, "overrides": overrides}
         run = RunDir(job)
         results = job / "results.csv"

@@ -62,9 +62,7 @@ def editor_env_config(name: str, cfg: DictConfig, env_cfg: LatentAgeEnvConfig, n
     step cap and kept quantities (``editor_settings.local_linear_walk``), the others the cheaper ``full``
     mode (same transition rules: they move by raw latent steps)."""
     action = env_cfg.action
-    if name == "sac_policy":
-        pass
-    elif name == "local_linear_walk":
+    if name == "local_linear_walk":
         walk = cfg.editor_settings.local_linear_walk
         try:
             action = dataclasses.replace(
@@ -72,7 +70,7 @@ def editor_env_config(name: str, cfg: DictConfig, env_cfg: LatentAgeEnvConfig, n
             )
         except ValueError as err:
             raise ValueError(f"editor_settings.local_linear_walk: {err}") from None
-    else:
+    elif name != "sac_policy":
         action = dataclasses.replace(action, mode="full")
     return dataclasses.replace(env_cfg, num_envs=num_envs, action=action)
 
@@ -121,14 +119,14 @@ def validate(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, Path | None]:
     if cfg.policy:
         run, ckpt = RunDir.of_policy(cfg.policy)
         mdp_source = _with_new_mdp_keys(run.load_config(), cfg) if run.config.is_file() else cfg
-    env_cfg = LatentAgeEnvConfig.from_config(mdp_source)
-    for name in cfg.editors:
-        editor_env_config(name, cfg, env_cfg, env_cfg.num_envs)
     for name in ("local_linear_walk", "global_direction"):
         for key in ("max_years_per_step", "max_step_norm"):
             value = cfg.editor_settings[name][key]
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ValueError(f"editor_settings.{name}.{key} must be a finite number > 0, got {value!r}")
+    env_cfg = LatentAgeEnvConfig.from_config(mdp_source)
+    for name in cfg.editors:  # the walk's kept quantities are checked by the action config they enter
+        editor_env_config(name, cfg, env_cfg, env_cfg.num_envs)
     return env_cfg, ckpt
 
 
