@@ -1,89 +1,17 @@
-"""Learning curves: a training run's policy snapshots on the *validation* faces, judged three ways.
+"""Learning curves of a training run on the *validation* faces (:mod:`agelatent.evaluation.curves`).
 
-    python experiments/learning_curves.py --run runs/<name> [--out results/curves/<name>] [EVAL OVERRIDES ...]
-    make curves RUN=runs/<name>
-
-Every snapshot the run wrote (``checkpoints/policy_<env steps>.pt``, callback ``policy_snapshots``) and its
-final checkpoint are evaluated with ``agelatent-eval``'s comparison on the validation protocol (never the test
-faces), under the run's own MDP, by the reward's networks and by the second evaluators (default
-``[realigned, agender]``). Writes ``curves.csv`` (one row per snapshot) and ``curves.png``: success under the
-reward's networks and under the realigned evaluator, and the independent model's direction agreement and
-confirmation ratio, against env steps -- so a reader sees whether more training helps, and whether what it
-helps is age or the reward's crop.
+python experiments/learning_curves.py --run runs/<name> [--out results/curves/<name>] [EVAL OVERRIDES ...]
+make curves RUN=runs/<name>
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 from pathlib import Path
 
 from agelatent.config import compose_config
-from agelatent.evaluation.comparison import evaluate
+from agelatent.evaluation.curves import curves
 from agelatent.runs import RunDir, run_job
-
-CURVES = (
-    ("success_rate", "success (reward's networks)"),
-    ("realigned/success_rate", "success (realigned)"),
-    ("agender/direction_agreement", "direction agreement (independent)"),
-    ("agender/confirmation", "confirmation ratio (independent)"),
-)
-
-
-def _plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    steps = [r["env_steps"] for r in rows]
-    for key, label in CURVES:
-        if all(key in r for r in rows):
-            ax.plot(steps, [r[key] for r in rows], marker="o", label=label)
-            if all(f"{key}_low" in r for r in rows):
-                ax.fill_between(
-                    steps, [r[f"{key}_low"] for r in rows], [r[f"{key}_high"] for r in rows], alpha=0.15
-                )
-    ax.set_xlabel("env steps")
-    ax.set_ylim(0, 1.05)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def curves(run_path: Path, out: Path, overrides: list[str]) -> list[dict]:
-    run = RunDir(run_path)
-    points = run.snapshots()
-    if run.checkpoint.is_file():
-        summary = json.loads(run.summary.read_text()) if run.summary.is_file() else {}
-        final_steps = int(summary.get("env_steps", points[-1][0] + 1 if points else 0))
-        if not points or final_steps > points[-1][0]:
-            points.append((final_steps, run.checkpoint))
-    if not points:
-        raise FileNotFoundError(
-            f"{run.path}: no policy snapshots or checkpoint (train it with agelatent-train)"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for steps, path in points:
-        cfg = compose_config(
-            "eval",
-            ["protocol=validation", "editors=[sac_policy]", f"policy={path}", "logger=none", *overrides],
-        )
-        (row,) = evaluate(cfg, out / f"step_{steps:08d}")
-        rows.append({"env_steps": steps, **{k: v for k, v in row.items() if k != "editor"}})
-        print(f"{steps:>8} env steps: " + ", ".join(f"{k} {row[k]:.2f}" for k, _ in CURVES if k in row))
-    with open(out / "curves.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        writer.writeheader()
-        writer.writerows(rows)
-    _plot(rows, out / "curves.png", f"{run.name}: validation faces ({int(rows[0]['edits'])} edits per point)")
-    return rows
 
 
 def main() -> None:
@@ -92,11 +20,16 @@ def main() -> None:
     )
     parser.add_argument("--run", type=Path, required=True, help="a training run directory")
     parser.add_argument("--out", type=Path, default=None, help="default: results/curves/<run name>")
+    parser.add_argument("--every", type=int, default=1, help="every k-th snapshot, back from the final one")
     parser.add_argument("overrides", nargs="*", help="agelatent-eval overrides, e.g. protocol.num_faces=32")
     args = parser.parse_args()
     out = args.out or Path("results/curves") / args.run.name
     cfg = compose_config("eval", ["logger=none", *args.overrides])
-    run_job(cfg, RunDir(out), lambda cfg, job: {"points": len(curves(args.run, job.path, args.overrides))})
+    run_job(
+        cfg,
+        RunDir(out),
+        lambda cfg, job: {"points": len(curves(args.run, job.path, args.overrides, args.every))},
+    )
 
 
 if __name__ == "__main__":

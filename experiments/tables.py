@@ -13,7 +13,8 @@ Tables:
     table2   identity-threshold sweep (hard bound 0.4/0.5/0.6) with a Pareto plot (age error vs identity)
     table3   reward-term ablation (one term off per run)
     table4   target conditioning (absolute/relative) x action parameterisation (full/local_linear)
-    figures  edit grids (faces x target ages) of the table-1 policy and the baselines
+    figures  edit grids (faces x target ages) of the table-1 policy and the baselines, and the policy's learning
+             curves on the validation faces (learning_curves.png/.csv)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from omegaconf import OmegaConf
 
 from agelatent.config import CONFIG_DIR, compose_config
 from agelatent.evaluation.comparison import EDITORS, evaluate
+from agelatent.evaluation.curves import curves
 from agelatent.reports.tables import protocol_note, write_table
 from agelatent.runs import RunDir, run_job
 
@@ -50,6 +52,7 @@ def _eval_cfg(profile, policy: Path | None, editors: list[str], *extra: str):
         f"editors=[{','.join(editors)}]",
         f"editor_settings.global_direction.num_samples={profile.direction_samples}",
         "logger=none",
+        *profile.get("eval_overrides", []),
         *extra,
     ]
     if policy is not None:
@@ -66,6 +69,7 @@ def _sweep(table: str, profile, out: Path, *extra: str) -> list[tuple[Path, list
             "-m",
             f"experiment={_experiment(table)}",
             f"profile={profile.train_profile}",
+            *profile.get("train_overrides", []),
             f"hydra.sweep.dir={sweep_dir}",
             f"logger.wandb.group={table}",
             *extra,
@@ -107,6 +111,7 @@ def table1(profile, out: Path) -> None:
             *TRAIN,
             f"experiment={_experiment('table1')}",
             f"profile={profile.train_profile}",
+            *profile.get("train_overrides", []),
             f"paths.runs_dir={runs}",
             "logger.wandb.group=table1",
         ]
@@ -204,17 +209,30 @@ def figures(profile, out: Path, results: Path) -> None:
         profile,
         policy.path,
         list(EDITORS),
-        "protocol.num_faces=6",
+        f"protocol.num_faces={profile.grid_faces}",
         "protocol.targets=[20,30,40,50,60]",
-        "protocol.grid_faces=6",
+        f"protocol.grid_faces={profile.grid_faces}",
     )
     evaluate(cfg, out / "eval")
     for png in (out / "eval").glob("grid_*.png"):
         shutil.copy(png, out / png.name.replace("grid_", "edits_"))
+    # its learning curves: every policy snapshot on the validation faces, three judges
+    curves(
+        policy.path,
+        out / "curves",
+        [
+            f"protocol.num_faces={profile.curve_faces}",
+            *profile.get("eval_overrides", []),
+        ],
+        every=profile.curve_every,
+    )
+    shutil.copy(out / "curves" / "curves.png", out / "learning_curves.png")
+    shutil.copy(out / "curves" / "curves.csv", out / "learning_curves.csv")
 
 
-def build(cfg, out: Path) -> dict[str, Any]:
-    """One table (``cfg.table``) under ``cfg.profile`` into ``out``; the job :func:`main` guards."""
+def build(cfg, job: RunDir) -> dict[str, Any]:
+    """One table (``cfg.table``) under ``cfg.profile`` into the job's directory; the job :func:`main` guards."""
+    out = job.path
     profile, table, results = cfg.profile, cfg.table, out.parent
     if table == "table1":
         table1(profile, out)

@@ -153,6 +153,7 @@ def test_the_walk_gets_its_own_step_cap_and_kept_quantities_whatever_the_policy_
 
     cfg = cfg_for(
         "eval",
+        "action.keep=[]",  # a policy trained keeping nothing
         "editor_settings.local_linear_walk.keep=[identity,gender]",
         "editor_settings.local_linear_walk.max_step_norm=2.5",
     )
@@ -164,15 +165,19 @@ def test_the_walk_gets_its_own_step_cap_and_kept_quantities_whatever_the_policy_
     assert editor_env_config("gradient_descent", cfg, mdp, 7).action.mode == "full"
 
 
-def test_a_run_trained_before_an_mdp_setting_existed_still_evaluates(policy_dir, tmp_path, caplog):
-    """Settings added later (here action.keep, env.observe_face) take the current defaults, which keep the
-    earlier behaviour, and the log names each of them."""
-    import shutil
-
+def test_a_run_trained_before_an_mdp_setting_existed_still_evaluates(tmp_path, caplog, model_files):
+    """Settings added later (here action.keep, env.observe_face) take the behaviour the code had before
+    they existed -- keep nothing, do not observe the face -- not today's defaults, and the log names each."""
     from omegaconf import OmegaConf
 
     old = tmp_path / "old_run"
-    shutil.copytree(policy_dir, old)
+    train(
+        cfg_for(
+            "train", "profile=debug", f"paths.runs_dir={tmp_path}", "run_name=old_run", "logger=none",
+            "action.keep=[]", "env.observe_face=false",
+        ),
+        old,
+    )  # fmt: skip
     saved = OmegaConf.load(old / "config.yaml")
     del saved.action["keep"], saved.env["observe_face"]
     OmegaConf.save(saved, old / "config.yaml")
@@ -183,7 +188,8 @@ def test_a_run_trained_before_an_mdp_setting_existed_still_evaluates(policy_dir,
     with caplog.at_level("WARNING"):
         (row,) = run(cfg, tmp_path / "out")
     assert row["edits"] == 1
-    assert "predates action.keep" in caplog.text and "predates env.observe_face" in caplog.text
+    assert "predates action.keep; using [], the behaviour before it" in caplog.text
+    assert "predates env.observe_face; using False" in caplog.text
     assert not (
         tmp_path / "out" / "wandb"
     ).exists()  # logger=none: eval.yaml's logger.wandb.group alone is no W&B run
@@ -222,3 +228,10 @@ def test_policy_snapshots_make_learning_curves_on_validation_faces(tmp_path, mod
     # each point is on validation faces
     with open(out / "step_00000016" / "edits.csv") as f:
         assert {int(e["seed"]) for e in csv.DictReader(f)} == {500_000, 500_001}
+    # every k-th snapshot, counted back from the trained policy (what make figures plots at the full profile)
+    from agelatent.evaluation.curves import curves
+
+    few = ["protocol.num_faces=1", "protocol.targets=[25]", "evaluator=none", "device=cpu"]
+    assert [r["env_steps"] for r in curves(run.path, tmp_path / "every2", few, every=2)] == [16, 48]
+    with pytest.raises(ValueError, match="every must be an integer >= 1"):
+        curves(run.path, tmp_path / "every0", few, every=0)

@@ -32,18 +32,26 @@ def probes(num_probes: int) -> AgeDirectionConfig:
 
 
 def test_make_trains_the_observation_these_tests_check(world):
-    # the default MDP of `make train`: local_linear actions, compact observation (no latent)
+    # the default MDP of `make train`: local_linear actions keeping identity and gender, an observation of
+    # the face but not the latent: 8 scalars, log |g| and the kept quantities' log gradient norms, P(male)
+    # and its change, the identity embedding's offset (dlib's 128 numbers)
     env = make_env(world)
     assert env.cfg.action.mode == "local_linear" and not env.cfg.observe_latent
-    assert env.observation_dim == 8 + 1 and env.action_dim == 1 + env.cfg.action.num_corrections
+    assert env.cfg.action.keep == ("identity", "gender") and env.cfg.observe_face
+    assert env.observation_dim == 8 + 1 + 2 + 2 + 128
+    assert env.action_dim == 1 + env.cfg.action.num_corrections
+    blind = make_env(world, "env.observe_face=false", "action.keep=[]")  # the policy before it saw the face
+    assert blind.observation_dim == 8 + 1
     full = make_env(world, "action=full")
-    assert full.cfg.observe_latent and full.observation_dim == 2 * 100 + 8 and full.action_dim == 100
+    assert (
+        full.cfg.observe_latent and full.observation_dim == 2 * 100 + 8 + 2 + 128 and full.action_dim == 100
+    )
 
 
 def test_steps_follow_the_batched_protocol_and_auto_reset(world):
     env = make_env(world, *SMALL)
     obs = env.reset(seed=3)
-    assert obs.shape == (4, env.observation_dim) == (4, 9)
+    assert obs.shape == (4, env.observation_dim)
     assert env.action_dim == 1 + 4
     ended = 0
     for _ in range(6):
@@ -182,7 +190,7 @@ def test_full_actions_scale_to_the_step_size(world):
     env = make_env(
         world, "action=full", "action.full_step_size=0.05", auto_reset=False, num_envs=2, typical_set=False
     )
-    assert env.action_dim == 100 and env.observation_dim == 2 * 100 + 8
+    assert env.action_dim == 100 and env.observation_dim == 2 * 100 + 8 + 2 + 128  # latent, scalars, face
     env.reset_to(world.sample_latents([5, 6]), torch.tensor([30.0, 50.0]))
     actions = torch.ones(2, 100)
     env.step(actions)
@@ -207,7 +215,7 @@ def test_relative_targets_are_offsets_from_the_start_age(world):
         (["env.max_steps=0"], "env.max_steps must be >= 1"),
         (["action.max_years_per_step=-1.0"], "action.max_years_per_step must be a finite number > 0"),
         (
-            ["env.max_steps=2", "target=relative", "target.max_delta=40"],
+            ["env.max_steps=2", "action.max_years_per_step=8.0", "target=relative", "target.max_delta=40"],
             r"unreachable targets: target.max_delta=40 .* at most .* = 19 years",
         ),
         (["+env.succes_tolerance=1"], r"env: unknown key\(s\) \['succes_tolerance'\]"),
@@ -295,7 +303,10 @@ def test_keeping_gender_and_identity_moves_them_less_for_the_same_age_step(world
     starts, n = world.sample_latents(range(600, 632)), 32
     moved = {}
     for keep in ("[]", "[identity,gender]"):
-        env = make_env(world, f"action.keep={keep}", auto_reset=False, num_envs=n, max_steps=3)
+        env = make_env(
+            world, f"action.keep={keep}", "action.max_years_per_step=8.0", "action.max_step_norm=1.0",
+            auto_reset=False, num_envs=n, max_steps=3,
+        )  # fmt: skip
         env.reset_to(starts, torch.full((n,), 80.0))
         actions = torch.zeros(n, env.action_dim)
         actions[:, 0] = 0.5  # +4 years per step

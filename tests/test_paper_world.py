@@ -145,7 +145,8 @@ def test_local_linear_env_with_autograd_directions(torch_world):
         torch_world, *PAPER, "env.observe_latent=true", "action.num_corrections=2", num_envs=3, max_steps=2
     )
     obs = env.reset(seed=0)
-    assert obs.shape == (3, 2 * STYLE_DIM + 9) and env.action_dim == 3
+    # the latent, 8 scalars, log |g| and the kept quantities', P(male) and its change, ArcFace's 512 offsets
+    assert obs.shape == (3, 2 * STYLE_DIM + 9 + 2 + 2 + 512) and env.action_dim == 3
     # ĝ is the true local age gradient: a small step along it changes age as linearised.
     grad = env.age_gradient.clone()
     assert torch.isfinite(grad).all() and (grad.norm(dim=1) > 0).all()
@@ -166,7 +167,7 @@ def test_local_linear_env_with_autograd_directions(torch_world):
 def test_full_action_env_on_the_onnxruntime_world(world):
     env = make_env(world, *PAPER, "action=full", num_envs=3, max_steps=2)
     obs = env.reset(seed=1)
-    assert obs.shape == (3, 2 * STYLE_DIM + 8) and env.action_dim == STYLE_DIM
+    assert obs.shape == (3, 2 * STYLE_DIM + 8 + 2 + 512) and env.action_dim == STYLE_DIM
     z0 = env.z.clone()
     result = env.step(torch.ones(3, STYLE_DIM))
     check_step_result(env, result)
@@ -181,6 +182,7 @@ def test_full_action_env_on_the_onnxruntime_world(world):
         "action.num_corrections=1",
         "env.age_direction.method=probes",
         "env.age_direction.num_probes=2",
+        "action.keep=[]",  # probes give the age direction alone
         num_envs=2,
     )
     probes.reset(seed=2)

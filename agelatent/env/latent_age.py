@@ -201,7 +201,8 @@ class LatentAgeEnv:
         if self.keep and cfg.age_direction.method != "autograd":
             raise ValueError(
                 f"action.keep={list(self.keep)} needs the gradients of those quantities: set "
-                "env.age_direction.method=autograd (and a differentiable perception)"
+                "env.age_direction.method=autograd (and a differentiable perception), or keep nothing with "
+                "action.keep=[]"
             )
         if (
             self.local_linear

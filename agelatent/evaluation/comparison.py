@@ -130,21 +130,28 @@ def validate(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, Path | None]:
     return env_cfg, ckpt
 
 
+# MDP settings added after runs were trained with them absent, and the value that reproduces what such a run
+# did (which is not always today's default: the policy has observed the face and kept identity and gender
+# since the defaults changed to them).
+BEHAVIOUR_BEFORE_KEY = {("action", "keep"): [], ("env", "observe_face"): False}
+
+
 def _with_new_mdp_keys(run_cfg: DictConfig, cfg: DictConfig) -> DictConfig:
-    """A run's saved config, with MDP settings added to the code after the run was trained taken from the
-    current defaults, each named in the log. (Keys are only ever added with a default that keeps the
-    earlier behaviour, e.g. ``action.keep: []``; a key the run has is never changed.)"""
+    """A run's saved config, with MDP settings added to the code after the run was trained filled in, each
+    named in the log: by the behaviour the code had before the key existed (``BEHAVIOUR_BEFORE_KEY``), else
+    by the current default. A key the run has is never changed."""
     merged = run_cfg.copy()
     for group in MDP_GROUPS:
         for key in cfg[group]:
             if key not in run_cfg[group]:
+                value = BEHAVIOUR_BEFORE_KEY.get((group, key), cfg[group][key])
                 log.warning(
-                    "the policy's run config predates %s.%s; using the current default %s",
+                    "the policy's run config predates %s.%s; using %s, the behaviour before it existed",
                     group,
                     key,
-                    cfg[group][key],
+                    value,
                 )
-                merged[group][key] = cfg[group][key]
+                merged[group][key] = value
     return merged
 
 
