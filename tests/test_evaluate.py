@@ -195,7 +195,7 @@ def test_a_run_trained_before_an_mdp_setting_existed_still_evaluates(tmp_path, c
     ).exists()  # logger=none: eval.yaml's logger.wandb.group alone is no W&B run
 
 
-def test_policy_snapshots_make_learning_curves_on_validation_faces(tmp_path, model_files):
+def test_policy_snapshots_make_learning_curves_on_validation_faces(tmp_path, model_files, monkeypatch):
     import subprocess
     import sys
     from pathlib import Path
@@ -232,6 +232,16 @@ def test_policy_snapshots_make_learning_curves_on_validation_faces(tmp_path, mod
     from agelatent.evaluation.curves import curves
 
     few = ["protocol.num_faces=1", "protocol.targets=[25]", "evaluator=none", "device=cpu"]
-    assert [r["env_steps"] for r in curves(run.path, tmp_path / "every2", few, every=2)] == [16, 48]
+    first = curves(run.path, tmp_path / "every2", few, every=2)
+    assert [r["env_steps"] for r in first] == [16, 48]
+    import agelatent.evaluation.curves as curves_module
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("evaluated again")
+
+    monkeypatch.setattr(curves_module, "evaluate", no_evaluation)
+    assert curves(run.path, tmp_path / "every2", few, every=2) == first  # the points are reused
+    with pytest.raises(AssertionError, match="evaluated again"):  # ...only when the same was asked
+        curves(run.path, tmp_path / "every2", [*few, "seed=1"], every=2)
     with pytest.raises(ValueError, match="every must be an integer >= 1"):
         curves(run.path, tmp_path / "every0", few, every=0)

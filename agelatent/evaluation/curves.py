@@ -21,6 +21,11 @@ from agelatent.config import compose_config
 from agelatent.evaluation.comparison import evaluate
 from agelatent.runs import RunDir
 
+#: a point's record (``step_<env steps>/point.json``): what was evaluated and its row, so a rerun with the
+#: same policy file and overrides (an interrupted ``make curves``, or one started while the run still trains)
+#: reuses it instead of evaluating again
+POINT_FILE = "point.json"
+
 CURVES = (
     ("success_rate", "success (reward's networks)"),
     ("realigned/success_rate", "success (realigned)"),
@@ -58,7 +63,7 @@ def curves(run_path: Path, out: Path, overrides: list[str], every: int = 1) -> l
     """One row per snapshot of the run at ``run_path`` (``agelatent-eval`` ``overrides`` on top of the
     validation protocol) -- with ``every`` = k, every k-th counted back from the final policy, so the last
     point is always the trained one; writes ``out/curves.csv``, ``out/curves.png`` and each point's
-    evaluation under ``out/step_<env steps>/``."""
+    evaluation under ``out/step_<env steps>/`` (reused by a later call asking the same, ``POINT_FILE``)."""
     if not (isinstance(every, int) and every >= 1):
         raise ValueError(f"every must be an integer >= 1 (1: every snapshot), got {every!r}")
     run = RunDir(run_path)
@@ -76,11 +81,18 @@ def curves(run_path: Path, out: Path, overrides: list[str], every: int = 1) -> l
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for steps, path in points:
-        cfg = compose_config(
-            "eval",
-            ["protocol=validation", "editors=[sac_policy]", f"policy={path}", "logger=none", *overrides],
-        )
-        (row,) = evaluate(cfg, out / f"step_{steps:08d}")
+        point = out / f"step_{steps:08d}"
+        asked = {"policy": str(Path(path).resolve()), "overrides": list(overrides)}
+        done = point / POINT_FILE
+        if done.is_file() and json.loads(done.read_text())["asked"] == asked:
+            row = json.loads(done.read_text())["row"]  # evaluated before with the same policy and overrides
+        else:
+            cfg = compose_config(
+                "eval",
+                ["protocol=validation", "editors=[sac_policy]", f"policy={path}", "logger=none", *overrides],
+            )
+            (row,) = evaluate(cfg, point)
+            done.write_text(json.dumps({"asked": asked, "row": row}, indent=1, default=float))
         rows.append({"env_steps": steps, **{k: v for k, v in row.items() if k != "editor"}})
         print(f"{steps:>8} env steps: " + ", ".join(f"{k} {row[k]:.2f}" for k, _ in CURVES if k in row))
     with open(out / "curves.csv", "w", newline="") as f:
