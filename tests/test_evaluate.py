@@ -243,5 +243,9 @@ def test_policy_snapshots_make_learning_curves_on_validation_faces(tmp_path, mod
     assert curves(run.path, tmp_path / "every2", few, every=2) == first  # the points are reused
     with pytest.raises(AssertionError, match="evaluated again"):  # ...only when the same was asked
         curves(run.path, tmp_path / "every2", [*few, "seed=1"], every=2)
+    with open(run.snapshot(16), "ab") as f:
+        f.write(b"\0")  # other weights under the same name (a retrained run): evaluated afresh
+    with pytest.raises(AssertionError, match="evaluated again"):
+        curves(run.path, tmp_path / "every2", few, every=2)
     with pytest.raises(ValueError, match="every must be an integer >= 1"):
         curves(run.path, tmp_path / "every0", few, every=0)

@@ -20,9 +20,11 @@ from pathlib import Path
 from agelatent.config import compose_config
 from agelatent.evaluation.comparison import evaluate
 from agelatent.runs import RunDir
+from agelatent.store import sha256_of
 
 #: a point's record (``step_<env steps>/point.json``): what was evaluated and its row, so a rerun with the
-#: same policy file and overrides (an interrupted ``make curves``, or one started while the run still trains)
+#: same policy weights (the file's sha256: a retrained run of the same name is evaluated afresh) and overrides
+#: (an interrupted ``make curves``, or one started while the run still trains)
 #: reuses it instead of evaluating again
 POINT_FILE = "point.json"
 
@@ -82,10 +84,11 @@ def curves(run_path: Path, out: Path, overrides: list[str], every: int = 1) -> l
     rows = []
     for steps, path in points:
         point = out / f"step_{steps:08d}"
-        asked = {"policy": str(Path(path).resolve()), "overrides": list(overrides)}
+        asked = {"policy_sha256": sha256_of(Path(path)), "overrides": list(overrides)}
         done = point / POINT_FILE
-        if done.is_file() and json.loads(done.read_text())["asked"] == asked:
-            row = json.loads(done.read_text())["row"]  # evaluated before with the same policy and overrides
+        record = json.loads(done.read_text()) if done.is_file() else {}
+        if record.get("asked") == asked:
+            row = record["row"]  # evaluated before: the same policy weights and overrides
         else:
             cfg = compose_config(
                 "eval",
