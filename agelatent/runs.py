@@ -8,9 +8,12 @@ W&B run whatever happened, and hands a sweeper the metric it optimises.
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import subprocess
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,7 +24,51 @@ from omegaconf import DictConfig, OmegaConf
 
 from agelatent.config import CONFIG_DIR
 
-__all__ = ["RunDir", "git_commit", "is_multirun", "run_job", "wandb_settings"]
+__all__ = [
+    "JobInterrupted",
+    "RunDir",
+    "git_commit",
+    "is_multirun",
+    "run_job",
+    "wandb_settings",
+    "write_atomically",
+]
+
+
+def write_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """Replace ``path`` by what ``write(tmp)`` writes to a temporary file beside it, atomically and durably:
+    the temp file is fsynced, renamed over ``path``, and the directory fsynced, so a crash or power loss at
+    any point leaves either the old file or the new one whole -- never a truncated one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class JobInterrupted(Exception):
+    """A job stopped by a signal (SIGINT, or SIGTERM from ``timeout``, SLURM pre-emption, ...) after saving
+    what lets it resume. :func:`run_job` records it and exits with status ``128 + signum``, no traceback."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
 
 
 @dataclass(frozen=True)
@@ -123,6 +170,8 @@ def run_job(
     * seeds Python, NumPy and torch from ``cfg.seed`` and sets ``cfg.threads`` torch threads when given;
     * on an exception writes ``FAILED.txt`` (error + traceback) and re-raises, so a multirun records the
       failed job and goes on with the others;
+    * on :class:`JobInterrupted` (a signal, after the job saved its state) writes ``FAILED.txt`` saying so
+      and how to resume, prints that line and exits with status ``128 + signum`` (no traceback);
     * on success removes a ``FAILED.txt`` left by an earlier attempt (a resumed run that now succeeds);
     * finishes the W&B run either way (exit code 1 after a failure);
     * returns ``task``'s value of ``cfg.optimized_metric`` (when set) for a Hydra sweeper to optimise.
@@ -144,6 +193,11 @@ def run_job(
                 f"optimized_metric={metric!r} is not among the job's results {sorted(result)}; pick one of those"
             )
         ok = True
+    except JobInterrupted as stop:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.failed.write_text(f"interrupted by {stop.signal_name}: {stop}\n")
+        print(f"{run.name}: interrupted by {stop.signal_name}: {stop}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + stop.signum) from None
     except BaseException:
         run.path.mkdir(parents=True, exist_ok=True)
         run.failed.write_text(traceback.format_exc())

@@ -34,8 +34,10 @@ __all__ = [
     "MODELS",
     "ModelFile",
     "ModelFileError",
+    "UnsafeFileError",
     "cache_dir",
     "fetch",
+    "load_weights_only",
     "model_path",
     "sha256_of",
     "verify",
@@ -44,6 +46,41 @@ __all__ = [
 
 class ModelFileError(RuntimeError):
     """A weight file is missing, corrupt or unreadable; the message says which file and how to fix it."""
+
+
+class UnsafeFileError(ModelFileError):
+    """A file that would run code when unpickled (a global such as ``os.system``); refused, nothing ran."""
+
+
+def load_weights_only(path: str | Path, what: str, fix: str, *, allow: tuple[type, ...] = ()):
+    """``torch.load(path, weights_only=True)`` on the CPU -- tensors and plain containers only, so no code in
+    the file can run -- with every failure a :class:`ModelFileError` naming ``what`` the file is, the file
+    and ``fix``: missing, truncated or corrupt, or (:class:`UnsafeFileError`) asking for a global outside
+    torch's weights-only allow-list (and ``allow``)."""
+    import torch
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ModelFileError(f"{what} {file} does not exist; {fix}")
+    try:
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:
+        text = str(err)
+        if "Weights only load failed" in text:  # the unpickler refused a global: never executed
+            offending = next(
+                (line.strip() for line in text.splitlines() if "GLOBAL" in line or "Unsupported" in line),
+                "a non-tensor object",
+            )
+            raise UnsafeFileError(
+                f"{what} {file} holds more than tensors and would run code when unpickled ({offending}); "
+                f"refused, nothing from it ran. {fix}"
+            ) from None
+        first = text.splitlines()[0] if text else ""
+        raise ModelFileError(
+            f"{what} {file} is not a readable torch file -- truncated or corrupt? ({type(err).__name__}: "
+            f"{first}); {fix}"
+        ) from err
 
 
 @dataclass(frozen=True)

@@ -70,3 +70,24 @@ def world(model_files):
     from agelatent.world import build_world
 
     return build_world(cpu_config("sample"))
+
+
+class CheckpointSteps:
+    """A training callback (``+callbacks.probe={_target_: conftest.CheckpointSteps}``) that reads
+    ``checkpoints/last.ckpt`` after every batched step and records its env-step counter in ``SEEN``."""
+
+    SEEN: list[int] = []
+
+    def __new__(cls):
+        import lightning as L
+        import torch
+
+        from agelatent.runs import RunDir
+
+        class _Probe(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+                path = RunDir(trainer.default_root_dir).checkpoint
+                if path.is_file():
+                    cls.SEEN.append(torch.load(path, weights_only=True)["sac"]["env_steps"])
+
+        return _Probe()

@@ -343,3 +343,21 @@ def test_keeping_quantities_needs_autograd_directions(world):
     )
     with pytest.raises(ValueError, match="action.keep=\\['gender'\\] needs the gradients"):
         LatentAgeEnv(world, cfg, Reward.zero())
+
+
+def test_a_residual_action_of_zero_is_the_walks_step_and_a0_moves_its_request(world):
+    """``action.residual``: a = 0 takes exactly the local-linear walk's step, and a[0] shifts the walk's
+    request clip(target − age) before the same clip (one step of 6 faces, half asking more than the cap)."""
+    from agelatent.editors.baselines import LocalLinearWalk
+
+    n = 6
+    env = make_env(world, "action.residual=true", auto_reset=False, num_envs=n)
+    env.reset_to(world.sample_latents(range(40, 40 + n)), torch.tensor([20.0, 70.0, 30.0, 60.0, 25.0, 65.0]))
+    cap = env.cfg.action.max_years_per_step
+    walk = LocalLinearWalk(max_years_per_step=cap).propose(env)
+    torch.testing.assert_close(env.displacement(torch.zeros(n, env.action_dim)), walk)
+    actions = torch.zeros(n, env.action_dim)
+    actions[:, 0] = -0.25  # four years fewer (or more towards younger) than the walk asks
+    wanted = (env.targets - env.ages - 0.25 * cap).clamp(-cap, cap)
+    torch.testing.assert_close(env.displacement(actions), env.age_step(wanted))
+    assert not torch.allclose(env.displacement(actions), walk)

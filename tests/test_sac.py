@@ -211,6 +211,14 @@ def test_module_rejects_a_buffer_smaller_than_one_batched_step():
         SACModule(TargetEnv(num_envs=8), small_config(buffer_size=4, batch_size=4))
 
 
+def test_a_zero_initialised_mean_acts_zero_until_trained():
+    obs = torch.randn(16, TargetEnv().observation_dim)
+    zero = SACModule(TargetEnv(), small_config(zero_init_mean=True))
+    torch.testing.assert_close(zero.actor.deterministic(obs), torch.zeros(16, TargetEnv().action_dim))
+    assert zero.actor.sample(obs)[0].abs().sum() > 0  # it still explores around a = 0
+    assert SACModule(TargetEnv(), small_config()).actor.deterministic(obs).abs().sum() > 0
+
+
 # ---- environments --------------------------------------------------------------------------------------
 
 

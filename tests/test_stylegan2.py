@@ -470,9 +470,11 @@ def _fake_reconstruct(meta):  # what pickle records by name; never called here
 
 
 class _Persistent:
-    """Pickles like a torch_utils.persistence object: (_reconstruct_persistent_obj, (meta,))."""
+    """Pickles like a torch_utils.persistence object: (_reconstruct_persistent_obj, (meta,)), its state the
+    module's ``__dict__`` as NVIDIA's training loop leaves it: parameters, buffers, sub-modules, the
+    persistence wrapper's ``_init_args``/``_init_kwargs`` and the layer's own attributes (numpy gains)."""
 
-    def __init__(self, class_name, params=None, buffers=None, modules=None, **attrs):
+    def __init__(self, class_name, params=None, buffers=None, modules=None, init_kwargs=None, **attrs):
         as_param = lambda t: torch.nn.Parameter(t.clone(), requires_grad=False)
         self.meta = {
             "type": "class",
@@ -485,6 +487,8 @@ class _Persistent:
                 "_buffers": {k: v.clone() for k, v in (buffers or {}).items()},
                 "_non_persistent_buffers_set": set(),
                 "_modules": dict(modules or {}),
+                "_init_args": (),
+                "_init_kwargs": dict(init_kwargs or {}),
                 **attrs,
             },
         }
@@ -517,7 +521,19 @@ def nvidia_modules(monkeypatch):
 def nvidia_generator(state: dict, w_avg: torch.Tensor, size: int, n_mlp: int) -> _Persistent:
     """A stylegan2-ada-pytorch ``G_ema`` holding ``state``'s weights under NVIDIA's names and layouts."""
     fir = torch.tensor(BLUR_4X4, dtype=torch.float32)  # setup_filter([1,3,3,1]): normalised, no gain
-    fc = lambda w, b: _Persistent("FullyConnectedLayer", params={"weight": w, "bias": b})
+
+    def fc(w, b):  # FullyConnectedLayer: weight_gain = lr_multiplier / np.sqrt(in_features), a numpy float64
+        kwargs = {"in_features": w.shape[1], "out_features": w.shape[0], "bias_init": 1}
+        attrs = {
+            "activation": "linear",
+            "weight_gain": np.float64(1.0) / np.sqrt(w.shape[1]),
+            "bias_gain": 1.0,
+        }
+        return _Persistent(
+            "FullyConnectedLayer", params={"weight": w, "bias": b}, init_kwargs=kwargs, **attrs
+        )
+
+    gains = {"act_gain": np.sqrt(np.float64(2.0)), "conv_clamp": None, "activation": "lrelu"}
 
     def layer(prefix, noise):
         return _Persistent(
@@ -533,12 +549,15 @@ def nvidia_generator(state: dict, w_avg: torch.Tensor, size: int, n_mlp: int) ->
                     state[f"{prefix}.conv.modulation.weight"], state[f"{prefix}.conv.modulation.bias"]
                 )
             },
+            init_kwargs={"kernel_size": 3, "use_noise": True},
+            **gains,
         )
 
     def torgb(prefix):
         return _Persistent(
             "ToRGBLayer",
             params={"weight": state[f"{prefix}.conv.weight"][0], "bias": state[f"{prefix}.bias"].flatten()},
+            weight_gain=np.float64(1.0) / np.sqrt(state[f"{prefix}.conv.weight"].shape[2]),
             modules={
                 "affine": fc(
                     state[f"{prefix}.conv.modulation.weight"], state[f"{prefix}.conv.modulation.bias"]
@@ -571,7 +590,7 @@ def nvidia_generator(state: dict, w_avg: torch.Tensor, size: int, n_mlp: int) ->
             f"fc{i}": fc(state[f"style.{i + 1}.weight"], state[f"style.{i + 1}.bias"]) for i in range(n_mlp)
         },
     )
-    kwargs = _FakeEasyDict(
+    kwargs = dict(  # training_loop: construct_class_by_name(**G_kwargs, **common_kwargs) -> a plain dict
         z_dim=STYLE_DIM, c_dim=0, w_dim=STYLE_DIM, img_resolution=size, img_channels=3,
         mapping_kwargs=_FakeEasyDict(num_layers=n_mlp), synthesis_kwargs=_FakeEasyDict(architecture="skip"),
     )  # fmt: skip
@@ -615,6 +634,33 @@ def test_nvidia_pkl_converts_to_the_rosinality_state_without_running_its_code(
     from_pt = StyleGAN2Generator.from_checkpoint(ckpt, latent_space="w+", truncation=1.0)
     latents = torch.randn(2, from_pt.latent_dim, generator=torch.Generator().manual_seed(8))
     torch.testing.assert_close(from_pkl(latents), from_pt(latents), rtol=0, atol=0)
+
+
+def test_a_numpy_1_snapshot_converts_and_its_constructor_arguments_are_checked(
+    tmp_path, small_state, nvidia_modules
+):
+    """NVIDIA's published pickles come from Python 3.7 and numpy 1 (protocol 3: ``builtins.set``,
+    ``numpy.core.multiarray.scalar``); the architecture
+    checks read the persistence wrapper's ``_init_kwargs``, so a conditional generator is refused."""
+    import pickle
+
+    from agelatent.generators.nvidia_pkl import read_nvidia_pkl
+
+    g = nvidia_generator(small_state, torch.zeros(STYLE_DIM), SIZE, N_MLP)
+    data = pickle.dumps({"G_ema": g}, protocol=3)  # Python 3.7's default, globals as text lines
+    assert b"cnumpy._core.multiarray\nscalar\n" in data
+    path = tmp_path / "numpy1.pkl"
+    path.write_bytes(data.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n"))
+    assert set(read_nvidia_pkl(path)["g_ema"]) == set(small_state)
+
+    g.meta["state"]["_init_kwargs"]["c_dim"] = 10
+    path.write_bytes(pickle.dumps({"G_ema": g}))
+    with pytest.raises(ValueError, match=r"conditional generators \(c_dim=10\)"):
+        read_nvidia_pkl(path)
+    del g.meta["state"]["_init_kwargs"]
+    path.write_bytes(pickle.dumps({"G_ema": g}))
+    with pytest.raises(ValueError, match="no constructor arguments"):
+        read_nvidia_pkl(path)
 
 
 def test_nvidia_pkl_with_foreign_code_is_refused_before_anything_runs(tmp_path, monkeypatch):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 
 import pytest
 import torch
-from conftest import cpu_config
+from conftest import CheckpointSteps, cpu_config
 from PIL import Image
 
 from agelatent.cli.train import train
@@ -135,3 +136,42 @@ def test_a_failing_job_still_finishes_its_wandb_run(tmp_path, model_files):
         run_job(debug_cfg(tmp_path), run, crash)
     (offline,) = (run.path / "wandb").glob("offline-run-*")
     assert read_offline_run(offline, wait_for_exit_s=10).exit_code == 1 and "boom" in run.failed.read_text()
+
+
+def test_sigterm_checkpoints_and_the_resumed_run_repeats_an_uninterrupted_one(tmp_path, model_files):
+    """SIGTERM mid-run: the batched step under way finishes, the checkpoint (episodes in progress and replay
+    included) is written, the job exits with 128 + 15 and says how to resume; resuming reproduces the
+    uninterrupted run's weights exactly -- also with checkpoints every batched step by the clock."""
+    exact = ("logger=none", "agent.checkpoint_replay=true")
+    straight = RunDir(tmp_path / "straight")
+    run_job(debug_cfg(tmp_path, *exact, "run_name=straight"), straight, train)
+
+    cut = RunDir(tmp_path / "dbg")
+    fault = "+callbacks.fault={_target_:agelatent.testing.faults.SignalAt,env_steps:24}"
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop:
+        run_job(debug_cfg(tmp_path, *exact, fault), cut, train)
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before  # the handlers are put back
+    assert torch.load(cut.checkpoint, weights_only=True)["sac"]["env_steps"] == 28  # 24 + the step under way
+    assert "interrupted by SIGTERM: stopped at env step 28/48" in cut.failed.read_text()
+    assert "run the same command again to resume" in cut.failed.read_text()
+    assert not cut.summary.exists()  # a cut run is not evaluated
+
+    CheckpointSteps.SEEN.clear()
+    by_clock = ("callbacks.checkpoint.every_n_steps=1000", "callbacks.checkpoint.every_minutes=1e-9")
+    probe = "+callbacks.probe={_target_:conftest.CheckpointSteps}"
+    run_job(debug_cfg(tmp_path, *exact, *by_clock, probe), cut, train)
+    assert CheckpointSteps.SEEN == list(range(32, 49, 4))  # one write per batched step, by the clock
+    assert not cut.failed.exists() and cut.summary.exists()
+    mine = torch.load(cut.checkpoint, weights_only=True)
+    theirs = torch.load(straight.checkpoint, weights_only=True)
+    assert mine["state_dict"].keys() == theirs["state_dict"].keys()
+    for key, value in theirs["state_dict"].items():
+        assert torch.equal(mine["state_dict"][key], value), key
+
+
+def test_a_bad_checkpoint_interval_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="callbacks.checkpoint.every_minutes must be a number of minutes > 0"):
+        train(debug_cfg(tmp_path, "callbacks.checkpoint.every_minutes=0"), tmp_path / "dbg")
+    assert not (tmp_path / "dbg").exists()

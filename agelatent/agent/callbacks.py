@@ -4,46 +4,93 @@ instantiates them by name with nothing but their own settings."""
 
 from __future__ import annotations
 
-import os
-import tempfile
+import math
+import signal
+import threading
 import time
 
 import lightning as L
 import torch
 from rich.console import Console
 
-from agelatent.runs import RunDir
+from agelatent.runs import RunDir, write_atomically
 
 __all__ = ["AtomicCheckpoint", "EpisodeMetrics", "PolicySnapshots"]
 
 
 class AtomicCheckpoint(L.Callback):
-    """``checkpoints/last.ckpt`` every ``every_n_steps`` batched env steps and at the end, via temp file +
-    rename, so an interrupted write never replaces a good checkpoint with a truncated one."""
+    """``checkpoints/last.ckpt`` every ``every_n_steps`` batched env steps, every ``every_minutes`` minutes,
+    at the end, and when the run is asked to stop: written atomically and durably
+    (:func:`~agelatent.runs.write_atomically`), so an interrupted write never replaces a good checkpoint.
 
-    def __init__(self, every_n_steps: int) -> None:
+    SIGINT and SIGTERM (what Ctrl-C, ``timeout`` and SLURM pre-emption send) are caught while training: the
+    batched step under way finishes, the checkpoint is written, training stops and :attr:`stopped_by` holds
+    the signal (``agelatent-train`` then exits with ``128 + signum``; running it again resumes from the
+    same env step). A second signal while stopping gets the default behaviour (it kills)."""
+
+    STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, every_n_steps: int, every_minutes: float | None = None) -> None:
         if every_n_steps < 1:
             raise ValueError(f"callbacks.checkpoint.every_n_steps must be >= 1, got {every_n_steps}")
+        if every_minutes is not None and not (math.isfinite(every_minutes) and every_minutes > 0):
+            raise ValueError(
+                f"callbacks.checkpoint.every_minutes must be a number of minutes > 0 (or null: none), "
+                f"got {every_minutes!r}"
+            )
         self.every_n_steps = every_n_steps
+        self.every_minutes = every_minutes
+        self.stopped_by: int | None = None
+        self._signalled: int | None = None
+        self._saved_at = (-1, time.monotonic())  # (env steps, when) of the newest write
+        self._previous_handlers: dict[int, object] = {}
 
     def save(self, trainer: L.Trainer) -> None:
         path = RunDir(trainer.default_root_dir).checkpoint
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".last-", suffix=".tmp")
-        os.close(fd)
-        try:
-            trainer.save_checkpoint(tmp, weights_only=False)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_atomically(path, lambda tmp: trainer.save_checkpoint(tmp, weights_only=False))
+        self._saved_at = (trainer.lightning_module.env_steps, time.monotonic())
+
+    # ---- signals --------------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame) -> None:
+        self._signalled = signum
+        signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
+
+    def _install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread (e.g. not in a launcher thread)
+        for sig in self.STOP_SIGNALS:
+            self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        self._previous_handlers.clear()
+
+    # ---- hooks -----------------------------------------------------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.stopped_by, self._signalled = None, None
+        self._saved_at = (pl_module.env_steps, time.monotonic())
+        self._install()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if pl_module.every_n_batched_steps(self.every_n_steps):
+        minutes = (time.monotonic() - self._saved_at[1]) / 60
+        if (
+            pl_module.every_n_batched_steps(self.every_n_steps)
+            or (self.every_minutes is not None and minutes >= self.every_minutes)
+            or self._signalled is not None
+        ):
             self.save(trainer)
+        if self._signalled is not None:
+            self.stopped_by = self._signalled
+            trainer.should_stop = True
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self.save(trainer)
+        if self._saved_at[0] != pl_module.env_steps:
+            self.save(trainer)
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._restore()  # the newest checkpoint stays as it was: a half-done step is never saved
 
 
 class PolicySnapshots(L.Callback):
@@ -62,13 +109,9 @@ class PolicySnapshots(L.Callback):
         steps, every, width = pl_module.env_steps, self.every_env_steps, pl_module.env.num_envs
         if steps // every > (steps - width) // every:  # this batched step crossed a multiple of `every`
             path = RunDir(trainer.default_root_dir).snapshot(steps)
-            path.parent.mkdir(parents=True, exist_ok=True)
             state = {f"actor.{k}": v.detach().cpu() for k, v in pl_module.actor.state_dict().items()}
             payload = {"hyper_parameters": dict(pl_module.hparams), "state_dict": state, "env_steps": steps}
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".policy-", suffix=".tmp")
-            os.close(fd)
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
+            write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
 class EpisodeMetrics(L.Callback):

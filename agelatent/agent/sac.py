@@ -17,8 +17,12 @@ Checkpoints hold actor, critics, target critics, log α, the three optimisers (L
 ``optimizer_states``), the env-step and update counters and the two RNG states. The replay buffer is
 *excluded* by default (``SACConfig.checkpoint_replay``): at paper scale it is gigabytes. A run resumed
 without it keeps its env-step counter, skips the random warm-up, and resumes updates once ``batch_size``
-fresh on-policy transitions are in the buffer. Environments are not checkpointed: resuming starts fresh
-episodes (seeded from ``seed + env_steps``).
+fresh on-policy transitions are in the buffer, so from the resume on it differs from an uninterrupted run
+(other transitions are sampled into the updates). An environment with ``state_dict``/``load_state_dict``
+(the latent age MDP) is checkpointed with its episodes in progress, their observations and the episode
+statistics window, so those episodes continue where they were; with the replay buffer as well, a resumed
+run repeats an uninterrupted one exactly (CPU; tested). Environments without them start fresh episodes on
+resume (seeded from ``seed + env_steps``).
 """
 
 from __future__ import annotations
@@ -70,6 +74,9 @@ class SACConfig:
     target_entropy: float | None  # None: −action_dim (cleanrl, SB3)
     log_std_min: float
     log_std_max: float
+    zero_init_mean: (
+        bool  # the actor's mean layer starts at zero: the untrained deterministic policy acts a = 0
+    )
     checkpoint_replay: bool  # store the filled replay rows in checkpoints (exact resume)
     episode_stats_window: int  # completed episodes averaged in rollout/* metrics
 
@@ -158,6 +165,9 @@ class SACModule(L.LightningModule):
             self.actor = SquashedGaussianActor(
                 env.observation_dim, env.action_dim, cfg.hidden_sizes, cfg.log_std_min, cfg.log_std_max
             )
+            if cfg.zero_init_mean:
+                torch.nn.init.zeros_(self.actor.mean.weight)
+                torch.nn.init.zeros_(self.actor.mean.bias)
             self.critic = TwinQ(env.observation_dim, env.action_dim, cfg.hidden_sizes)
             self.critic_target = TwinQ(env.observation_dim, env.action_dim, cfg.hidden_sizes)
         self.critic_target.load_state_dict(self.critic.state_dict())
@@ -169,6 +179,7 @@ class SACModule(L.LightningModule):
         self.replay: ReplayBuffer | None = None  # allocated on fit start, on the env's device
         self._rng: torch.Generator | None = None  # policy noise and warm-up actions
         self._pending: dict[str, Any] = {}  # checkpoint state applied once fit has built its buffers
+        self._pending_env: dict[str, Any] = {}  # the checkpoint's episodes in progress, for on_train_start
         self._obs: torch.Tensor | None = None
         self._check_next_step = True
         self._returns: deque[float] = deque(maxlen=cfg.episode_stats_window)
@@ -227,7 +238,12 @@ class SACModule(L.LightningModule):
         if self.env_steps >= self.cfg.total_env_steps:  # e.g. resumed from the final checkpoint
             self.trainer.should_stop = True
             return
-        self._obs = self.env.reset(seed=self.cfg.seed + self.env_steps)
+        pending, self._pending_env = self._pending_env, {}
+        if "env" in pending and hasattr(self.env, "load_state_dict"):  # resumed: the episodes go on
+            self.env.load_state_dict(pending["env"])
+            self._obs = pending["obs"].to(self.env.device)
+        else:
+            self._obs = self.env.reset(seed=self.cfg.seed + self.env_steps)
         check_observation(self.env, self._obs, "env.reset() result")
         self._check_next_step = True
         self._clock = (time.perf_counter(), self.env_steps, self.num_updates)
@@ -264,6 +280,9 @@ class SACModule(L.LightningModule):
         state["episodes"] = self._episodes
         if self._rng is not None:
             state["rng"], state["rng_device"] = self._rng.get_state(), str(self._rng.device)
+        if self._obs is not None and hasattr(self.env, "state_dict"):  # episodes continue on resume
+            state["env"], state["obs"] = self.env.state_dict(), self._obs.detach().cpu()
+            state["episode_window"] = {"returns": list(self._returns), "lengths": list(self._lengths)}
         if self.replay is not None:
             if self.cfg.checkpoint_replay:
                 state["replay"] = self.replay.state_dict()
@@ -278,6 +297,10 @@ class SACModule(L.LightningModule):
         self._pending = {
             k: v for k, v in state.items() if k in ("rng", "rng_device", "replay", "replay_generator")
         }
+        self._pending_env = {k: state[k] for k in ("env", "obs") if k in state}
+        window = state.get("episode_window", {"returns": [], "lengths": []})
+        self._returns.clear(), self._lengths.clear()
+        self._returns.extend(window["returns"]), self._lengths.extend(window["lengths"])
         self.replay = None  # (re)built on fit start: empty, or filled from the checkpoint
 
     # ---- the SAC update -----------------------------------------------------------------------------

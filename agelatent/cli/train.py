@@ -4,7 +4,9 @@ The run directory (``runs/<run_name>/``, Hydra's output dir; its files are named
 :class:`agelatent.runs.RunDir`) ends up holding:
 
 * ``checkpoints/last.ckpt`` — actor, critics, targets, optimisers, entropy coefficient, counters; written
-  atomically (temp file + rename) every ``callbacks.checkpoint.every_n_steps`` batched steps and at the end.
+  atomically and durably (temp file, fsync, rename, fsync of the directory) every
+  ``callbacks.checkpoint.every_n_steps`` batched steps, every ``callbacks.checkpoint.every_minutes``, at the
+  end, and on SIGINT/SIGTERM (the step under way finishes first; the job then exits with ``128 + signum``).
   Running again with the same ``run_name`` resumes from it with the same env-step counter.
 * ``metrics.csv`` — every logged metric against ``env_step``, appended to on resume.
 * ``wandb/offline-run-*`` — the same run for Weights & Biases (``wandb sync`` uploads it).
@@ -27,6 +29,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
@@ -39,7 +42,8 @@ from agelatent.env.rewards import Reward
 from agelatent.evaluation.held_out import check_protocol
 from agelatent.evaluation.metrics import SUMMARY_KEYS
 from agelatent.perception.embedded import AlignmentJitter
-from agelatent.runs import RunDir, run_job, wandb_settings
+from agelatent.runs import JobInterrupted, RunDir, run_job, wandb_settings
+from agelatent.store import load_weights_only
 from agelatent.world import build_world, perception_class
 
 
@@ -65,7 +69,7 @@ def validate(cfg: DictConfig) -> TrainingSetup:
         env=env_cfg,
         sac=SACConfig.from_config(cfg),
         reward=Reward.from_config(cfg.reward),
-        callbacks=[instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None],
+        callbacks=[_callback(c) for c in (cfg.callbacks or {}).values() if c is not None],
     )
     if cfg.trainer.log_every_n_steps < 1:
         raise ValueError(f"trainer.log_every_n_steps must be >= 1, got {cfg.trainer.log_every_n_steps}")
@@ -73,6 +77,17 @@ def validate(cfg: DictConfig) -> TrainingSetup:
     if metric is not None and metric not in SUMMARY_KEYS:
         raise ValueError(f"optimized_metric={metric!r} is not a summary key; choose one of {SUMMARY_KEYS}")
     return setup
+
+
+def _callback(spec: DictConfig) -> L.Callback:
+    """Instantiate one ``callbacks.<name>``; a setting it refuses surfaces as its own ValueError (naming the
+    key), not wrapped in Hydra's InstantiationException."""
+    try:
+        return instantiate(spec)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ValueError):
+            raise error.__cause__ from None
+        raise
 
 
 def make_loggers(cfg: DictConfig, run: RunDir) -> list:
@@ -90,6 +105,12 @@ def train(cfg: DictConfig, run_dir: RunDir | Path, console: Console | None = Non
     setup = validate(cfg)
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     resume_from = run.checkpoint if (cfg.resume and run.checkpoint.is_file()) else None
+    if resume_from is not None:  # refuse a truncated or code-carrying checkpoint before any model loads
+        load_weights_only(
+            resume_from,
+            "checkpoint to resume from",
+            f"move it away to start {run.name} over, or pass resume=false or another run_name",
+        )
 
     run.save_config(cfg)  # the resolved config travels with the run (evaluation rebuilds the MDP from it)
     world = build_world(cfg)
@@ -123,6 +144,13 @@ def train(cfg: DictConfig, run_dir: RunDir | Path, console: Console | None = Non
     with augmentation() if augmentation is not None else contextlib.nullcontext():
         trainer.fit(module, ckpt_path=resume_from, weights_only=True if resume_from else None)
     seconds = time.perf_counter() - start
+    stopped = next((c.stopped_by for c in setup.callbacks if getattr(c, "stopped_by", None)), None)
+    if stopped is not None:
+        raise JobInterrupted(
+            stopped,
+            f"stopped at env step {module.env_steps}/{setup.sac.total_env_steps}, checkpoint written to "
+            f"{run.checkpoint}; run the same command again to resume from there",
+        )
 
     from agelatent.evaluation.training_report import write_training_report
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 
 import torch
 
 from agelatent.env.latent_age import LatentAgeEnv
 from agelatent.env.local_linear import min_norm_step
+from agelatent.runs import write_atomically
 from agelatent.store import cache_dir
 
 __all__ = ["GlobalDirection", "GradientDescent", "LocalLinearWalk", "RandomWalk", "fit_global_direction"]
@@ -106,10 +105,7 @@ def fit_global_direction(
     )
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save(fit, tmp)
-        os.replace(tmp, path)
+        write_atomically(path, lambda tmp: torch.save(fit, tmp))
     return fit
 
 

@@ -8,6 +8,7 @@ import torch
 
 from agelatent.agent.networks import SquashedGaussianActor
 from agelatent.env.latent_age import LatentAgeEnv
+from agelatent.store import load_weights_only
 
 __all__ = ["PolicyEditor"]
 
@@ -28,11 +29,9 @@ class PolicyEditor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, env: LatentAgeEnv, name: str = "sac_policy") -> PolicyEditor:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"policy checkpoint {path} does not exist; train one with `agelatent-train`"
-            )
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = load_weights_only(
+            path, "policy checkpoint", "pass a checkpoint written by agelatent-train (runs/<name>)"
+        )
         cfg = ckpt["hyper_parameters"]["cfg"]
         actor = SquashedGaussianActor(
             env.observation_dim, env.action_dim, cfg["hidden_sizes"], cfg["log_std_min"], cfg["log_std_max"]

@@ -28,6 +28,9 @@ Actions are in ``[-1, 1]`` and mapped to a latent displacement Δz:
   :func:`~agelatent.env.local_linear.constrained_min_norm_step`) and the corrections live in J's null
   space instead of orthogonal to ĝ alone. The gradients come from the same world call (one backward
   pass per row of J).
+  With ``action.residual``, ``a[0]`` corrects the walk instead of replacing it: the step asks for
+  ``clip(target − age + a[0] · max_years_per_step, ±max_years_per_step)`` years, so ``a = 0`` is exactly
+  the local-linear walk's step (with ``agent.zero_init_mean`` the untrained policy starts there).
 
 Transition: z' = z + Δz, then optionally radially clamped into the prior's typical set
 (‖z‖/√d within ``1 ± typical_set_tolerance``). Termination: success when |age − target| ≤
@@ -93,6 +96,9 @@ class ActionConfig:
     correction_scale: float  # local_linear: latent units per unit correction action
     basis_seed: int  # the fixed random subspace the corrections live in
     keep: tuple[str, ...]  # local_linear: quantities the age step keeps to first order (KEEPABLE)
+    residual: (
+        bool  # local_linear: a[0] corrects the walk's request clip(target − age) instead of replacing it
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in ACTION_MODES:
@@ -403,7 +409,10 @@ class LatentAgeEnv:
         actions = actions.to(self.device, torch.float32).clamp(-1.0, 1.0)
         if not self.local_linear:
             return a.full_step_size * actions
-        delta = self.age_step(actions[:, 0] * a.max_years_per_step)
+        years = actions[:, 0] * a.max_years_per_step
+        if a.residual:  # a = 0 is the walk's step; a[0] moves its request by up to ±max_years_per_step
+            years = (self.targets - self.ages + years).clamp(-a.max_years_per_step, a.max_years_per_step)
+        delta = self.age_step(years)
         if a.num_corrections:
             if self.keep:
                 rows = torch.cat([self._grad[:, None], self._keep_grads], 1)  # J [B, 1 + R, d]
@@ -507,6 +516,44 @@ class LatentAgeEnv:
             episode_length=episode_length,
             info=info,
         )
+
+    # ---- checkpointing --------------------------------------------------------------------------------
+    #: the per-row tensors of the episodes in progress (with ``images``, the RNG and the counters: the state)
+    _EPISODE_STATE = (
+        "z", "z0", "targets", "ages", "start_ages", "p_male", "start_p_male", "identity0", "identity",
+        "similarity", "_grad", "_keep_grads", "t", "returns", "active", "outcome",
+    )  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        """The episodes in progress, the start-face/target RNG and the statistics counters: with it in a
+        checkpoint a resumed run's episodes continue where they were instead of starting afresh (plain
+        tensors and numbers: loads with ``torch.load(weights_only=True)``)."""
+        state: dict[str, Any] = {
+            name: getattr(self, name).detach().cpu().clone() for name in self._EPISODE_STATE
+        }
+        state["images"] = None if self.images is None else self.images.detach().cpu().clone()
+        state["rng"] = self._rng.get_state()
+        state["world_calls"] = self._world_calls
+        state["stats"] = dict(self._stats)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s episodes; refuses, naming the tensor, one from another MDP shape
+        (``env.num_envs``, the latent or identity size, the number of kept quantities)."""
+        for name in self._EPISODE_STATE:
+            mine, theirs = getattr(self, name), state[name]
+            if tuple(theirs.shape) != tuple(mine.shape) or theirs.dtype != mine.dtype:
+                raise ValueError(
+                    f"the checkpoint's env state {name} is {tuple(theirs.shape)} {theirs.dtype}, this env's is "
+                    f"{tuple(mine.shape)} {mine.dtype}: resume with the run's own env settings (env.num_envs, "
+                    "action.keep, generator, perception) or start a new run_name"
+                )
+        for name in self._EPISODE_STATE:
+            getattr(self, name).copy_(state[name].to(self.device))
+        self.images = None if state["images"] is None else state["images"].to(self.device)
+        self._rng.set_state(state["rng"])
+        self._world_calls = int(state["world_calls"])
+        self._stats = {k: float(v) for k, v in state["stats"].items()}
 
     # ---- episode statistics ------------------------------------------------------------------------------
     @staticmethod

@@ -133,7 +133,11 @@ def validate(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, Path | None]:
 # MDP settings added after runs were trained with them absent, and the value that reproduces what such a run
 # did (which is not always today's default: the policy has observed the face and kept identity and gender
 # since the defaults changed to them).
-BEHAVIOUR_BEFORE_KEY = {("action", "keep"): [], ("env", "observe_face"): False}
+BEHAVIOUR_BEFORE_KEY = {
+    ("action", "keep"): [],
+    ("action", "residual"): False,
+    ("env", "observe_face"): False,
+}
 
 
 def _with_new_mdp_keys(run_cfg: DictConfig, cfg: DictConfig) -> DictConfig:

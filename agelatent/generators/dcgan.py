@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from agelatent.store import model_path
+from agelatent.store import load_weights_only, model_path
 
 
 class DCGANGenerator(nn.Module):
@@ -39,7 +39,9 @@ class DCGANGenerator(nn.Module):
     def pretrained(cls, path: str | Path | None = None) -> DCGANGenerator:
         """Load the DigiFace-1M weights (from the model store unless ``path`` overrides), frozen."""
         weights = model_path("dcgan_generator", path)
-        checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
+        checkpoint = load_weights_only(
+            weights, "DCGAN generator", "use the DigiFace-1M file `agelatent-models fetch` installs"
+        )
         if not isinstance(checkpoint, dict) or "netG_state_dict" not in checkpoint:
             keys = list(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
             raise ValueError(f"{weights}: expected a dict with key 'netG_state_dict', found {keys}")

@@ -4,8 +4,10 @@ NVIDIA's pickles embed the Python source of their network classes and, when unpi
 it (``torch_utils.persistence``). We never do that: a restricted :class:`pickle.Unpickler` resolves only
 a short list of names, each to a stand-in of our own that merely records data (``_reconstruct_persistent_obj``
 -> a :class:`PersistentStub` holding the class name and attribute dict, ``dnnlib.util.EasyDict`` -> a dict),
-plus the tensor-rebuilding functions that ``torch.load(weights_only=True)`` itself allows. Any other global
-(``os.system``, numpy, an unknown class) is refused with :class:`UnsafePickleError` before anything runs.
+plus the tensor-rebuilding functions that ``torch.load(weights_only=True)`` itself allows, and numpy's
+*numeric scalars* (NVIDIA's layers keep gains such as ``weight_gain`` as numpy float64: rebuilt from their
+type code and bytes, never through numpy's own unpickling). Any other global (``os.system``, numpy arrays,
+an unknown class) is refused with :class:`UnsafePickleError` before anything runs.
 The embedded source code is read as a string and discarded.
 
 The generator's tensors are then renamed to rosinality/stylegan2-pytorch keys (the two implementations
@@ -28,6 +30,7 @@ import warnings
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from agelatent.store import ModelFileError
@@ -79,10 +82,49 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *_state):
     return data  # a plain tensor is all the conversion needs
 
 
+# numpy scalars and their dtypes, as NVIDIA's layers pickle them (``weight_gain = 1 / np.sqrt(fan_in)`` is a
+# numpy float64): rebuilt here from the dtype's type code and raw bytes, numeric kinds only, without calling
+# numpy's own reconstruction on the file's data.
+_NUMPY_CODES = {"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8"}
+
+
+class _NumpyDType:
+    """Stand-in for ``numpy.dtype(code, align, copy)`` + its pickled state: records the code and byte order."""
+
+    def __init__(self, code, align=False, copy=True) -> None:
+        if code not in _NUMPY_CODES:
+            raise UnsafePickleError(
+                f"refusing numpy dtype {code!r}: only numeric scalars ({sorted(_NUMPY_CODES)})"
+            )
+        self.code, self.order = code, "="
+
+    def __setstate__(self, state) -> None:
+        if not (isinstance(state, tuple) and len(state) >= 2 and state[1] in ("<", ">", "=", "|")):
+            raise UnsafePickleError(f"unexpected numpy dtype state {state!r}")
+        self.order = state[1]
+
+    def numpy(self) -> np.dtype:
+        return np.dtype(self.code).newbyteorder(self.order if self.order != "|" else "=")
+
+
+def _numpy_scalar(dtype, data=None):
+    """``numpy.core.multiarray.scalar(dtype, raw bytes)`` -> the plain Python number it holds."""
+    if not isinstance(dtype, _NumpyDType) or not isinstance(data, bytes):
+        raise UnsafePickleError("unexpected numpy scalar record (expected a numeric dtype and its raw bytes)")
+    kind = dtype.numpy()
+    if len(data) != kind.itemsize:
+        raise UnsafePickleError(f"numpy scalar of {len(data)} bytes for dtype {kind} ({kind.itemsize} bytes)")
+    return np.frombuffer(data, kind)[0].item()
+
+
 _ALLOWED = {
+    ("numpy", "dtype"): _NumpyDType,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,  # numpy >= 2 pickles
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,  # numpy 1 pickles (NVIDIA's published files)
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
     ("dnnlib.util", "EasyDict"): _EasyDict,
     ("collections", "OrderedDict"): OrderedDict,
+    ("builtins", "set"): set,  # protocol-3 pickles (Python 3.7's default, NVIDIA's files) name it as a global
     ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -187,7 +229,12 @@ def read_nvidia_pkl(path: str | Path) -> dict:
             "TensorFlow-era StyleGAN2 pickles need rosinality's convert_weight.py"
         )
     g = data["G_ema"]
-    kwargs = g.state.get("init_kwargs") or {}
+    kwargs = g.state.get("_init_kwargs")  # the persistence wrapper's copy of the constructor's kwargs
+    if not isinstance(kwargs, dict):
+        raise ValueError(
+            f"{path}: G_ema carries no constructor arguments (_init_kwargs), so its architecture cannot be "
+            "checked; expected a network pickled by stylegan2-ada-pytorch's training loop or legacy.py"
+        )
     synthesis_kwargs = kwargs.get("synthesis_kwargs") or {}
     if g.class_name != "Generator":
         raise ValueError(f"{path}: G_ema is a {g.class_name}, expected a StyleGAN2 Generator")

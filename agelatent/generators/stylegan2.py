@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agelatent.generators.latents import sample_latents as _standard_normal
-from agelatent.store import ModelFileError
+from agelatent.store import ModelFileError, load_weights_only
 
 __all__ = ["StyleGAN2Generator", "upfirdn2d", "fir_kernel", "modulated_conv2d", "standard_channels"]
 
@@ -574,14 +574,9 @@ def _load_checkpoint(path: str | Path | None) -> dict:
         return read_nvidia_pkl(file)
     # rosinality's training checkpoints also store their argparse options (``args``): a plain attribute
     # bag, safe to allow; anything else that is not tensors/containers is refused by weights_only.
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt file, a .pkl under another name, or a pickle with code in it
-        raise ModelFileError(
-            f"StyleGAN2 checkpoint {file} (generator.path) cannot be read as a weights-only torch file "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). {_OBTAIN}"
-        ) from err
+    checkpoint = load_weights_only(
+        file, "StyleGAN2 checkpoint (generator.path)", _OBTAIN, allow=(argparse.Namespace,)
+    )
     if not isinstance(checkpoint, dict) or "g_ema" not in checkpoint:
         if isinstance(checkpoint, dict):
             keys = sorted(map(str, checkpoint), key=_natural)
