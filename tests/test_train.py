@@ -104,6 +104,10 @@ def test_running_the_same_run_again_resumes_from_its_checkpoint(first_run):
         ),
         ("optimized_metric=succes_rate", r"optimized_metric='succes_rate' is not a summary key"),
         ("reward.terms.success.weight=inf", r"reward.terms.success: SuccessBonus.weight must be finite"),
+        ("device=gpu", r"device='gpu' is not a device: use auto, cpu, cuda, cuda:<index> or mps"),
+        ("threads=0", r"threads must be null \(torch's default\) or an integer >= 1, got 0"),
+        ("score_chunk=0", r"score_chunk must be an integer >= 1"),
+        ("agent.learning_starts=48", r"learning_starts must be below total_env_steps=48 \(no update would ever run\)"),
     ],
 )
 def test_bad_configs_fail_before_any_work(tmp_path, override, message):

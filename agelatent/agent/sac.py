@@ -113,6 +113,12 @@ class SACConfig:
                 f"must not exceed buffer_size={self.buffer_size}",
                 "raise buffer_size or lower it",
             )
+        if self.learning_starts >= self.total_env_steps:
+            fail(
+                "learning_starts",
+                f"must be below total_env_steps={self.total_env_steps} (no update would ever run)",
+                "lower it or raise total_env_steps",
+            )
         if not 0.0 <= self.gamma < 1.0:
             fail("gamma", "must be in [0, 1)", "use a discount such as 0.99")
         if not 0.0 < self.tau <= 1.0:

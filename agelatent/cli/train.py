@@ -44,7 +44,7 @@ from agelatent.evaluation.metrics import SUMMARY_KEYS
 from agelatent.perception.embedded import AlignmentJitter
 from agelatent.runs import JobInterrupted, RunDir, run_job, wandb_settings
 from agelatent.store import load_weights_only
-from agelatent.world import build_world, perception_class
+from agelatent.world import build_world, check_run_settings, perception_class
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class TrainingSetup:
 
 def validate(cfg: DictConfig) -> TrainingSetup:
     """Every config error surfaces here, before any model is loaded."""
+    check_run_settings(cfg)
     env_cfg = LatentAgeEnvConfig.from_config(cfg)
     age_range = perception_class(cfg).age_range
     env_cfg.target.check_age_range(age_range)

@@ -98,8 +98,9 @@ def make_editor(name: str, cfg: DictConfig, world, env_cfg: LatentAgeEnvConfig):
 def validate(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, Path | None]:
     """Every config error before any model loads; returns the MDP the editors run under and the policy's
     checkpoint (None without ``sac_policy``)."""
-    from agelatent.world import perception_class
+    from agelatent.world import check_run_settings, perception_class
 
+    check_run_settings(cfg)
     unknown = [e for e in cfg.editors if e not in EDITORS]
     if unknown:
         raise ValueError(f"editors: unknown {unknown}; choose from {list(EDITORS)}")
