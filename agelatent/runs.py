@@ -8,14 +8,17 @@ W&B run whatever happened, and hands a sweeper the metric it optimises.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from agelatent.config import CONFIG_DIR
 __all__ = [
     "JobInterrupted",
     "RunDir",
+    "RunInUseError",
     "git_commit",
     "is_multirun",
     "run_job",
@@ -56,6 +60,10 @@ def write_atomically(path: Path, write: Callable[[str], None]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+class RunInUseError(RuntimeError):
+    """Another live process holds this run directory (:meth:`RunDir.lock`)."""
 
 
 class JobInterrupted(Exception):
@@ -147,6 +155,31 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, self.config, resolve=True)
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for this process (an exclusive ``flock`` on ``.lock`` inside it, released
+        when the block ends or the process dies): a second job on the same directory fails at once with
+        :class:`RunInUseError` instead of interleaving its checkpoints, metrics and W&B run with the first."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunInUseError(
+                    f"{self.path} is in use by {holder}; wait for that job to end, or give this one another "
+                    "run_name"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def has_failed(self) -> bool:
         """True when the last attempt failed or never produced a checkpoint."""
         return self.failed.is_file() or not self.checkpoint.is_file()
@@ -167,6 +200,8 @@ def run_job(
 ) -> float | None:
     """Run ``task(cfg, run_dir)`` as a job: the guard every entry point (train, eval, sample, tables) uses.
 
+    * holds the run directory (:meth:`RunDir.lock`): a second job on it fails with :class:`RunInUseError`
+      and touches nothing;
     * seeds Python, NumPy and torch from ``cfg.seed`` and sets ``cfg.threads`` torch threads when given;
     * on an exception writes ``FAILED.txt`` (error + traceback) and re-raises, so a multirun records the
       failed job and goes on with the others;
@@ -176,10 +211,15 @@ def run_job(
     * finishes the W&B run either way (exit code 1 after a failure);
     * returns ``task``'s value of ``cfg.optimized_metric`` (when set) for a Hydra sweeper to optimise.
     """
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
+    with run.lock():  # a second job on this directory fails here, before it writes anything
+        return _run_locked(cfg, run, task)
+
+
+def _run_locked(cfg: DictConfig, run: RunDir, task) -> float | None:
     import lightning as L
     import torch
 
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
     metric = cfg.get("optimized_metric")
     ok = False
     try:

@@ -343,6 +343,19 @@ def test_a_diverging_loss_raises_a_clear_error():
         make_trainer().fit(module)
 
 
+def test_a_nan_reward_later_in_the_run_stops_it_at_that_step_with_the_checkpoint_intact(tmp_path):
+    from agelatent.agent.callbacks import AtomicCheckpoint
+    from agelatent.agent.sac import NonFiniteStepError
+
+    steps = iter(range(10**6))
+    env = TargetEnv(num_envs=2, reward_fn=lambda r: r * (float("nan") if next(steps) == 60 else 1.0))
+    saver = AtomicCheckpoint(every_n_steps=10)
+    with pytest.raises(NonFiniteStepError, match=r"NaN/Inf rewards \(rows \[0, 1\]\) at env step 122; nothing"):
+        make_trainer(callbacks=[saver], default_root_dir=str(tmp_path)).fit(SACModule(env, small_config()))
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["sac"]["env_steps"] == 120  # the newest write before the bad step (every 10th batched step)
+
+
 def test_a_nan_reward_is_caught_at_the_first_step():
     env = TargetEnv(num_envs=1, reward_fn=lambda r: r * float("nan"))
     with pytest.raises(ValueError, match=r"StepResult\.reward has NaN/Inf entries \(rows \[0\]\)"):

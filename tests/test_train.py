@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 
 import pytest
@@ -13,7 +14,7 @@ from PIL import Image
 
 from agelatent.cli.train import train
 from agelatent.reports.wandb_offline import read_offline_run
-from agelatent.runs import RunDir, run_job
+from agelatent.runs import RunDir, RunInUseError, run_job
 
 
 def debug_cfg(tmp_path, *overrides):
@@ -179,3 +180,13 @@ def test_a_bad_checkpoint_interval_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="callbacks.checkpoint.every_minutes must be a number of minutes > 0"):
         train(debug_cfg(tmp_path, "callbacks.checkpoint.every_minutes=0"), tmp_path / "dbg")
     assert not (tmp_path / "dbg").exists()
+
+
+def test_a_second_job_on_a_run_directory_in_use_is_refused_and_touches_nothing(tmp_path):
+    run = RunDir(tmp_path / "dbg")
+    with run.lock():  # as a first agelatent-train on runs/dbg holds it
+        with pytest.raises(RunInUseError, match=rf"dbg is in use by pid {os.getpid()} on .*another run_name"):
+            run_job(debug_cfg(tmp_path, "logger=none"), run, train)
+    assert sorted(p.name for p in run.path.iterdir()) == [".lock"]  # no config, FAILED.txt or checkpoint
+    with run.lock():  # released: the next job gets it
+        pass

@@ -44,7 +44,19 @@ from agelatent.agent.replay import ReplayBuffer
 from agelatent.config import from_mapping, to_dict
 from agelatent.env.batched import BatchedEnv, check_observation, check_step_result
 
-__all__ = ["NonFiniteLossError", "SACConfig", "SACModule", "evaluate_policy", "sac_trainer"]
+__all__ = [
+    "NonFiniteLossError",
+    "NonFiniteStepError",
+    "SACConfig",
+    "SACModule",
+    "evaluate_policy",
+    "sac_trainer",
+]
+
+
+class NonFiniteStepError(FloatingPointError):
+    """The environment returned NaN/Inf rewards or observations during training; nothing from that step was
+    stored or learned from, and the newest checkpoint is the one before it."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -266,6 +278,7 @@ class SACModule(L.LightningModule):
         if self._check_next_step:  # a protocol slip fails here, clearly, not as a shape error in an update
             check_step_result(env, result)
             self._check_next_step = False
+        self._check_finite_step(result)
         # final_obs, not obs: on rows that just ended, obs already belongs to the next episode.
         self.replay.add(obs, actions, result.reward, result.final_obs, result.terminated)
         self._obs = result.obs
@@ -280,6 +293,24 @@ class SACModule(L.LightningModule):
             self._log_step(result.info)
         if finished:
             self.trainer.should_stop = True
+
+    def _check_finite_step(self, result) -> None:
+        """Every batched step: NaN/Inf in the rewards or observations stops the run at this step, before the
+        transition reaches the replay buffer (one host sync)."""
+        parts = {"rewards": result.reward, "observations": result.obs, "final observations": result.final_obs}
+        flags = torch.stack([torch.isfinite(v).all() for v in parts.values()])
+        if bool(flags.all()):
+            return
+        bad = []
+        for (name, value), ok in zip(parts.items(), flags.tolist(), strict=True):
+            if not ok:
+                rows = (~torch.isfinite(value.reshape(len(value), -1)).all(1)).nonzero().flatten()[:8]
+                bad.append(f"{name} (rows {rows.tolist()})")
+        raise NonFiniteStepError(
+            f"the environment returned NaN/Inf {', '.join(bad)} at env step {self.env_steps + self.env.num_envs}; "
+            "nothing from this step was stored or learned from and the newest checkpoint is as it was: find "
+            "the reward term or score that produced it, then resume"
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state: dict[str, Any] = {"env_steps": self.env_steps, "num_updates": self.num_updates}

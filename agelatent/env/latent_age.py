@@ -67,6 +67,7 @@ from agelatent.env.local_linear import (
 from agelatent.env.outcome import Outcome
 from agelatent.env.rewards import Reward, Transition
 from agelatent.env.targets import TargetConfig
+from agelatent.perception.base import check_finite
 
 __all__ = [
     "ACTION_MODES",
@@ -299,6 +300,13 @@ class LatentAgeEnv:
                 for i, q in enumerate(wanted)
             ]
             keep = torch.stack(rows[1:], 1) if self.keep else z.new_zeros(len(z), 0, z.shape[1])
+            check_finite(
+                {
+                    "age gradients": rows[0],
+                    **{f"{n} gradients": r for n, r in zip(self.keep, rows[1:], strict=True)},
+                },
+                "autograd through the world (the local-linear step's directions)",
+            )
             return _detach_scores(scores), rows[0], keep.detach()
         scores = self.world.score(latents)
         grad, _ = local_age_gradient(self.world, latents, self.cfg.age_direction, self._rng)
