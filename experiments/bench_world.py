@@ -4,7 +4,10 @@
 
 Reports faces/s for the full call and for each stage at each batch (generator, 256 upsample, landmarks,
 chips, age, gender, identity), so the ratio "full call / sum of stages" shows the overhead of the
-composition itself. Timings are medians of repeated calls within one process; compare ratios, not
+composition itself. Then one batched env step of the default MDP (``conf/train.yaml``: ``env.num_envs``
+episodes, the local-linear action with its kept quantities) against the bare ``world.score`` of as many
+faces, with and without the backward passes the step needs (one per row of J: age, then each kept
+quantity), so the env's own overhead and the cost of the directions are reported apart. Timings are medians of repeated calls within one process; compare ratios, not
 absolute numbers, across machines.
 """
 
@@ -19,6 +22,8 @@ from pathlib import Path
 import torch
 
 from agelatent.config import compose_config
+from agelatent.env.latent_age import LatentAgeEnv, LatentAgeEnvConfig
+from agelatent.env.rewards import Reward
 from agelatent.perception.align import DEFAULT_PADDING
 from agelatent.perception.onnx_models import CHIP_PADDING
 from agelatent.world import build_world
@@ -66,6 +71,41 @@ def _stage_times(world, z, seconds: float) -> tuple[float, dict[str, float], int
     return full, stages, len(chunk)
 
 
+def _env_step_times(cfg, world, seconds: float) -> dict:
+    """One batched env step of the default MDP vs bare scoring of as many faces (ms)."""
+    env_cfg = LatentAgeEnvConfig.from_config(cfg)
+    env = LatentAgeEnv(world, env_cfg, Reward.from_config(cfg.reward))
+    env.reset(seed=0)
+    noise = torch.Generator().manual_seed(0)
+    step = _median_seconds(
+        lambda: env.step(torch.rand(env.num_envs, env.action_dim, generator=noise) * 2 - 1), seconds
+    )
+    z = env.z.clone()
+    with torch.no_grad():
+        score = _median_seconds(lambda: world.score(z), seconds / 2)
+
+    def score_and_directions():
+        latents = z.clone().requires_grad_(True)
+        s = world.score(latents, with_grad=True)
+        drift = (s.identity - s.identity.detach().roll(1, 0)).pow(2).sum()  # a non-zero drift, as mid-episode
+        kept = {"identity": drift, "gender": s.p_male.sum()}
+        rows = [s.ages_years.sum(), *(kept[k] for k in env.keep)]
+        for i, q in enumerate(rows):
+            torch.autograd.grad(q, latents, retain_graph=i < len(rows) - 1)
+
+    directions = _median_seconds(score_and_directions, seconds / 2)
+    return {
+        "num_envs": env.num_envs,
+        "keep": list(env.keep),
+        "backward_passes": 1 + len(env.keep),
+        "step_ms": 1e3 * step,
+        "score_ms": 1e3 * score,
+        "score_with_directions_ms": 1e3 * directions,
+        "directions_ms": 1e3 * (directions - score),
+        "step_over_score_with_directions": step / directions,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -78,7 +118,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    cfg = compose_config("sample", ["device=cpu", f"perception.runtime={args.runtime}"])
+    overrides = ["device=cpu", f"perception.runtime={args.runtime}"]
+    cfg = compose_config("sample", overrides)
     world = build_world(cfg)
     results = []
     for b in args.batches:
@@ -99,11 +140,17 @@ def main() -> None:
             f"batch {b:4d}: {row['faces_per_s']:7.1f} faces/s ({row['ms_per_call']:.1f} ms/call; "
             f"call / sum of stages = {row['call_over_stage_sum']:.2f}) | ms per chunk of {chunk_len}: {parts}"
         )
+    report = {"threads": args.threads, "runtime": args.runtime, "results": results}
+    if args.runtime == "torch":  # the default MDP's directions need the differentiable runtime
+        report["env_step"] = step = _env_step_times(compose_config("train", overrides), world, args.seconds)
+        print(
+            f"env step ({step['num_envs']} episodes, keep {step['keep']}): {step['step_ms']:.0f} ms; bare score "
+            f"{step['score_ms']:.0f} ms, + {step['backward_passes']} backward passes {step['score_with_directions_ms']:.0f} ms; "
+            f"step / (score + directions) = {step['step_over_score_with_directions']:.2f}"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps({"threads": args.threads, "runtime": args.runtime, "results": results}, indent=2)
-        )
+        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,16 @@ def _world(path: Path) -> list[str]:
             f"| {r['batch']} | {r['faces_per_s']:.1f} | {r['ms_per_call']:.1f} | {parts} | "
             f"{r['call_over_stage_sum']:.2f} |"
         )
+    step = data.get("env_step")
+    if step:
+        lines += [
+            "",
+            f"One batched env step of the default MDP ({step['num_envs']} episodes, keep {step['keep']}): "
+            f"{step['step_ms']:.0f} ms; the bare `world.score` of as many faces {step['score_ms']:.0f} ms, with the "
+            f"step's {step['backward_passes']} backward passes {step['score_with_directions_ms']:.0f} ms "
+            f"(directions {step['directions_ms']:.0f} ms); step / (score + directions) = "
+            f"{step['step_over_score_with_directions']:.2f}.",
+        ]
     return lines
 
 

@@ -38,6 +38,9 @@ def test_the_world_and_identity_benches_write_their_reports(tmp_path, model_file
     assert set(w["results"][0]["stages_ms_per_chunk"]) == {
         "generator", "upsample_256", "landmarks", "chips", "age", "gender", "identity",
     }  # fmt: skip
+    step = w["env_step"]
+    assert step["backward_passes"] == 1 + len(step["keep"]) and step["num_envs"] >= 1
+    assert {"step_ms", "score_ms", "score_with_directions_ms", "directions_ms"} <= set(step)
     i = json.loads(identity.read_text())
     assert {"batch", "rounds", "speedup", "speedup_1_thread", "parity_max_l2", "torch_threads"} <= set(i)
     assert i["parity_max_l2"] < 1e-4  # the port still matches dlib-bin
@@ -45,3 +48,4 @@ def test_the_world_and_identity_benches_write_their_reports(tmp_path, model_file
     _run("experiments/measurements.py", "--bench", str(tmp_path), "--out", str(out))
     page = out.read_text()
     assert "| 3 |" in page and f"{i['speedup']:.1f}×" in page
+    assert "One batched env step of the default MDP" in page

@@ -350,7 +350,9 @@ def test_a_nan_reward_later_in_the_run_stops_it_at_that_step_with_the_checkpoint
     steps = iter(range(10**6))
     env = TargetEnv(num_envs=2, reward_fn=lambda r: r * (float("nan") if next(steps) == 60 else 1.0))
     saver = AtomicCheckpoint(every_n_steps=10)
-    with pytest.raises(NonFiniteStepError, match=r"NaN/Inf rewards \(rows \[0, 1\]\) at env step 122; nothing"):
+    with pytest.raises(
+        NonFiniteStepError, match=r"NaN/Inf rewards \(rows \[0, 1\]\) at env step 122; nothing"
+    ):
         make_trainer(callbacks=[saver], default_root_dir=str(tmp_path)).fit(SACModule(env, small_config()))
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["sac"]["env_steps"] == 120  # the newest write before the bad step (every 10th batched step)

@@ -108,7 +108,10 @@ def test_running_the_same_run_again_resumes_from_its_checkpoint(first_run):
         ("device=gpu", r"device='gpu' is not a device: use auto, cpu, cuda, cuda:<index> or mps"),
         ("threads=0", r"threads must be null \(torch's default\) or an integer >= 1, got 0"),
         ("score_chunk=0", r"score_chunk must be an integer >= 1"),
-        ("agent.learning_starts=48", r"learning_starts must be below total_env_steps=48 \(no update would ever run\)"),
+        (
+            "agent.learning_starts=48",
+            r"learning_starts must be below total_env_steps=48 \(no update would ever run\)",
+        ),
     ],
 )
 def test_bad_configs_fail_before_any_work(tmp_path, override, message):
@@ -167,7 +170,7 @@ def test_sigterm_checkpoints_and_the_resumed_run_repeats_an_uninterrupted_one(tm
     by_clock = ("callbacks.checkpoint.every_n_steps=1000", "callbacks.checkpoint.every_minutes=1e-9")
     probe = "+callbacks.probe={_target_:conftest.CheckpointSteps}"
     run_job(debug_cfg(tmp_path, *exact, *by_clock, probe), cut, train)
-    assert CheckpointSteps.SEEN == list(range(32, 49, 4))  # one write per batched step, by the clock
+    assert list(range(32, 49, 4)) == CheckpointSteps.SEEN  # one write per batched step, by the clock
     assert not cut.failed.exists() and cut.summary.exists()
     mine = torch.load(cut.checkpoint, weights_only=True)
     theirs = torch.load(straight.checkpoint, weights_only=True)
@@ -177,16 +180,18 @@ def test_sigterm_checkpoints_and_the_resumed_run_repeats_an_uninterrupted_one(tm
 
 
 def test_a_bad_checkpoint_interval_is_refused_before_any_work(tmp_path):
-    with pytest.raises(ValueError, match="callbacks.checkpoint.every_minutes must be a number of minutes > 0"):
+    with pytest.raises(
+        ValueError, match="callbacks.checkpoint.every_minutes must be a number of minutes > 0"
+    ):
         train(debug_cfg(tmp_path, "callbacks.checkpoint.every_minutes=0"), tmp_path / "dbg")
     assert not (tmp_path / "dbg").exists()
 
 
 def test_a_second_job_on_a_run_directory_in_use_is_refused_and_touches_nothing(tmp_path):
     run = RunDir(tmp_path / "dbg")
-    with run.lock():  # as a first agelatent-train on runs/dbg holds it
-        with pytest.raises(RunInUseError, match=rf"dbg is in use by pid {os.getpid()} on .*another run_name"):
-            run_job(debug_cfg(tmp_path, "logger=none"), run, train)
+    in_use = rf"dbg is in use by pid {os.getpid()} on .*another run_name"
+    with run.lock(), pytest.raises(RunInUseError, match=in_use):  # as a first agelatent-train holds it
+        run_job(debug_cfg(tmp_path, "logger=none"), run, train)
     assert sorted(p.name for p in run.path.iterdir()) == [".lock"]  # no config, FAILED.txt or checkpoint
     with run.lock():  # released: the next job gets it
         pass
