@@ -343,6 +343,16 @@ def test_a_diverging_loss_raises_a_clear_error():
         make_trainer().fit(module)
 
 
+def test_a_nan_gradient_with_finite_losses_stops_the_update_that_made_it():
+    env = TargetEnv(num_envs=1)
+    module = SACModule(env, small_config(total_env_steps=200, learning_starts=50))
+    module.actor.mean.weight.register_hook(lambda grad: grad * float("nan"))
+    with pytest.raises(
+        NonFiniteLossError, match=r"SAC actor gradients became NaN/Inf at env step 50 \(update 1\)"
+    ):
+        make_trainer().fit(module)
+
+
 def test_a_nan_reward_later_in_the_run_stops_it_at_that_step_with_the_checkpoint_intact(tmp_path):
     from agelatent.agent.callbacks import AtomicCheckpoint
     from agelatent.agent.sac import NonFiniteStepError

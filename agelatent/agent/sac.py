@@ -356,6 +356,7 @@ class SACModule(L.LightningModule):
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
         critic_opt.zero_grad()
         self.manual_backward(critic_loss)
+        critic_grad = _grad_norm(self.critic.parameters())
         critic_opt.step()
 
         # Actor: every update, not delayed — cleanrl trains the actor every policy_frequency=2 updates
@@ -366,6 +367,7 @@ class SACModule(L.LightningModule):
         actor_loss = (alpha * log_prob - self.critic.min_q(data.obs, actions)).mean()
         actor_opt.zero_grad()
         self.manual_backward(actor_loss)
+        actor_grad = _grad_norm(self.actor.parameters())
         actor_opt.step()
         self.critic.requires_grad_(True)
 
@@ -379,9 +381,10 @@ class SACModule(L.LightningModule):
         self.num_updates += 1
 
         losses = {"critic_loss": critic_loss, "actor_loss": actor_loss, "alpha_loss": alpha_loss}
-        stacked = torch.stack([v.detach() for v in losses.values()])
-        if not torch.isfinite(stacked).all():  # one host sync per update
-            bad = [k for k, v in zip(losses, stacked.tolist(), strict=True) if not math.isfinite(v)]
+        watched = {**losses, "critic gradients": critic_grad, "actor gradients": actor_grad}
+        stacked = torch.stack([v.detach() for v in watched.values()])
+        if not torch.isfinite(stacked).all():  # one host sync per update, losses and gradient norms together
+            bad = [k for k, v in zip(watched, stacked.tolist(), strict=True) if not math.isfinite(v)]
             raise NonFiniteLossError(
                 f"SAC {', '.join(bad)} became NaN/Inf at env step {self.env_steps} "
                 f"(update {self.num_updates}): "
@@ -480,6 +483,12 @@ def evaluate_policy(
     raise RuntimeError(
         f"evaluate_policy: {num_episodes} episodes did not finish within {max_batched_steps} steps"
     )
+
+
+def _grad_norm(parameters) -> torch.Tensor:
+    """The global L2 norm of the parameters' gradients (a device tensor: no host sync)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
 
 
 def sac_trainer(**overrides: Any) -> L.Trainer:
