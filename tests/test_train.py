@@ -195,3 +195,36 @@ def test_a_second_job_on_a_run_directory_in_use_is_refused_and_touches_nothing(t
     assert sorted(p.name for p in run.path.iterdir()) == [".lock"]  # no config, FAILED.txt or checkpoint
     with run.lock():  # released: the next job gets it
         pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_agelatent_train_stopped_by_a_signal_from_outside_exits_with_a_checkpoint(
+    tmp_path, model_files, signum
+):
+    """As `timeout`, SLURM pre-emption (SIGTERM) or Ctrl-C (SIGINT) would: a real agelatent-train process gets
+    the signal mid-run and exits with 128 + signum, no traceback, having written its checkpoint and FAILED.txt."""
+    import subprocess
+    import sys
+    import time
+
+    run = RunDir(tmp_path / "long")
+    cmd = [
+        sys.executable, "-m", "agelatent.cli.train", "profile=debug", "agent.total_env_steps=100000",
+        "logger=none", "device=cpu", "threads=1", f"paths.runs_dir={tmp_path}", "run_name=long",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not run.checkpoint.is_file():  # training has started and written its first checkpoint
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+            time.sleep(0.2)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signum, err[-2000:]
+    assert "Traceback" not in err and f"interrupted by {signum.name}: stopped at env step" in err
+    steps = torch.load(run.checkpoint, weights_only=True)["sac"]["env_steps"]
+    assert 16 <= steps < 100000 and f"stopped at env step {steps}/100000" in run.failed.read_text()
