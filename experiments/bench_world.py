@@ -7,8 +7,8 @@ chips, age, gender, identity), so the ratio "full call / sum of stages" shows th
 composition itself. Then one batched env step of the default MDP (``conf/train.yaml``: ``env.num_envs``
 episodes, the local-linear action with its kept quantities) against the bare ``world.score`` of as many
 faces, with and without the backward passes the step needs (one per row of J: age, then each kept
-quantity), so the env's own overhead and the cost of the directions are reported apart. Timings are medians of repeated calls within one process; compare ratios, not
-absolute numbers, across machines.
+quantity), so the env's own overhead and the cost of the directions are reported apart. Timings are
+medians of repeated calls within one process; compare ratios, not absolute numbers, across machines.
 """
 
 from __future__ import annotations
@@ -84,16 +84,8 @@ def _env_step_times(cfg, world, seconds: float) -> dict:
     with torch.no_grad():
         score = _median_seconds(lambda: world.score(z), seconds / 2)
 
-    def score_and_directions():
-        latents = z.clone().requires_grad_(True)
-        s = world.score(latents, with_grad=True)
-        drift = (s.identity - s.identity.detach().roll(1, 0)).pow(2).sum()  # a non-zero drift, as mid-episode
-        kept = {"identity": drift, "gender": s.p_male.sum()}
-        rows = [s.ages_years.sum(), *(kept[k] for k in env.keep)]
-        for i, q in enumerate(rows):
-            torch.autograd.grad(q, latents, retain_graph=i < len(rows) - 1)
-
-    directions = _median_seconds(score_and_directions, seconds / 2)
+    # the env's own scoring with its directions, drift measured from the start faces as mid-episode
+    directions = _median_seconds(lambda: env._score(z, env.identity0), seconds / 2)
     return {
         "num_envs": env.num_envs,
         "keep": list(env.keep),

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from agelatent.agent.networks import SquashedGaussianActor, TwinQ, polyak_update
 from agelatent.agent.replay import ReplayBuffer
 from agelatent.config import from_mapping, to_dict
-from agelatent.env.batched import BatchedEnv, check_observation, check_step_result
+from agelatent.env.batched import BatchedEnv, check_observation, check_step_result, nonfinite_rows
 
 __all__ = [
     "NonFiniteLossError",
@@ -301,11 +301,11 @@ class SACModule(L.LightningModule):
         flags = torch.stack([torch.isfinite(v).all() for v in parts.values()])
         if bool(flags.all()):
             return
-        bad = []
-        for (name, value), ok in zip(parts.items(), flags.tolist(), strict=True):
-            if not ok:
-                rows = (~torch.isfinite(value.reshape(len(value), -1)).all(1)).nonzero().flatten()[:8]
-                bad.append(f"{name} (rows {rows.tolist()})")
+        bad = [
+            f"{name} (rows {nonfinite_rows(value)})"
+            for (name, value), ok in zip(parts.items(), flags.tolist(), strict=True)
+            if not ok
+        ]
         raise NonFiniteStepError(
             f"the environment returned NaN/Inf {', '.join(bad)} at env step {self.env_steps + self.env.num_envs}; "
             "nothing from this step was stored or learned from and the newest checkpoint is as it was: find "
@@ -336,8 +336,8 @@ class SACModule(L.LightningModule):
         }
         self._pending_env = {k: state[k] for k in ("env", "obs") if k in state}
         window = state.get("episode_window", {"returns": [], "lengths": []})
-        self._returns.clear(), self._lengths.clear()
-        self._returns.extend(window["returns"]), self._lengths.extend(window["lengths"])
+        self._returns = deque(window["returns"], maxlen=self.cfg.episode_stats_window)
+        self._lengths = deque(window["lengths"], maxlen=self.cfg.episode_stats_window)
         self.replay = None  # (re)built on fit start: empty, or filled from the checkpoint
 
     # ---- the SAC update -----------------------------------------------------------------------------
@@ -356,7 +356,9 @@ class SACModule(L.LightningModule):
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
         critic_opt.zero_grad()
         self.manual_backward(critic_loss)
-        critic_grad = _grad_norm(self.critic.parameters())
+        critic_grad = torch.nn.utils.get_total_norm(
+            [p.grad for p in self.critic.parameters() if p.grad is not None]
+        )
         critic_opt.step()
 
         # Actor: every update, not delayed — cleanrl trains the actor every policy_frequency=2 updates
@@ -367,7 +369,9 @@ class SACModule(L.LightningModule):
         actor_loss = (alpha * log_prob - self.critic.min_q(data.obs, actions)).mean()
         actor_opt.zero_grad()
         self.manual_backward(actor_loss)
-        actor_grad = _grad_norm(self.actor.parameters())
+        actor_grad = torch.nn.utils.get_total_norm(
+            [p.grad for p in self.actor.parameters() if p.grad is not None]
+        )
         actor_opt.step()
         self.critic.requires_grad_(True)
 
@@ -483,12 +487,6 @@ def evaluate_policy(
     raise RuntimeError(
         f"evaluate_policy: {num_episodes} episodes did not finish within {max_batched_steps} steps"
     )
-
-
-def _grad_norm(parameters) -> torch.Tensor:
-    """The global L2 norm of the parameters' gradients (a device tensor: no host sync)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
 
 
 def sac_trainer(**overrides: Any) -> L.Trainer:

@@ -104,7 +104,6 @@ def fit_global_direction(
         fit["w"].norm(),
     )
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, lambda tmp: torch.save(fit, tmp))
     return fit
 

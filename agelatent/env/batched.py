@@ -42,7 +42,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["BatchedEnv", "StepResult", "check_observation", "check_step_result"]
+__all__ = ["BatchedEnv", "StepResult", "check_observation", "check_step_result", "nonfinite_rows"]
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def check_observation(env: BatchedEnv, obs: torch.Tensor, name: str = "obs") -> 
     if not _on_device(obs, env.device):
         raise ValueError(f"{name} must be on the env's device {env.device}, got {obs.device}")
     if not torch.isfinite(obs).all():
-        raise ValueError(f"{name} has NaN/Inf entries (rows {_bad_rows(obs)})")
+        raise ValueError(f"{name} has NaN/Inf entries (rows {nonfinite_rows(obs)})")
 
 
 def check_step_result(env: BatchedEnv, result: StepResult) -> None:
@@ -123,7 +123,7 @@ def check_step_result(env: BatchedEnv, result: StepResult) -> None:
                 f"StepResult.{name} must be on the env's device {env.device}, got {value.device}"
             )
     if not torch.isfinite(result.reward).all():
-        raise ValueError(f"StepResult.reward has NaN/Inf entries (rows {_bad_rows(result.reward)})")
+        raise ValueError(f"StepResult.reward has NaN/Inf entries (rows {nonfinite_rows(result.reward)})")
     not_done = ~result.done
     if not torch.equal(result.obs[not_done], result.final_obs[not_done]):
         raise ValueError("StepResult.final_obs must equal StepResult.obs on rows whose episode did not end")
@@ -142,6 +142,7 @@ def _on_device(x: torch.Tensor, device: str | torch.device) -> bool:
     return x.device == device
 
 
-def _bad_rows(x: torch.Tensor) -> list[int]:
+def nonfinite_rows(x: torch.Tensor) -> list[int]:
+    """The first (at most 8) batch rows of ``x`` holding NaN/Inf."""
     bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
     return bad.nonzero().flatten()[:8].tolist()

@@ -97,9 +97,7 @@ class ActionConfig:
     correction_scale: float  # local_linear: latent units per unit correction action
     basis_seed: int  # the fixed random subspace the corrections live in
     keep: tuple[str, ...]  # local_linear: quantities the age step keeps to first order (KEEPABLE)
-    residual: (
-        bool  # local_linear: a[0] corrects the walk's request clip(target − age) instead of replacing it
-    )
+    residual: bool  # local_linear: a[0] corrects the walk's request clip(target − age)
 
     def __post_init__(self) -> None:
         if self.mode not in ACTION_MODES:
