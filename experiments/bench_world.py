@@ -47,10 +47,11 @@ def _stage_times(world, z, seconds: float) -> tuple[float, dict[str, float], int
         full = _median_seconds(lambda: world.score(z), seconds)
         chunk = z[: world.chunk_size or len(z)]
         images = world.generate(chunk)
+        pixels = p.pixels(images)
         work = p.work_images(images)
         lm = p.landmarks(work)
-        c64, c32 = p.chips(work, lm, 64, CHIP_PADDING), p.chips(work, lm, 32, CHIP_PADDING)
-        c150 = p.chips(work, lm, 150, DEFAULT_PADDING)
+        c64, c32 = p.chips(pixels, lm, 64, CHIP_PADDING, work), p.chips(pixels, lm, 32, CHIP_PADDING, work)
+        c150 = p.chips(pixels, lm, 150, DEFAULT_PADDING, work)
         budget = seconds / 4
         stages = {
             "generator": _median_seconds(lambda: world.generator(chunk), budget),
@@ -58,9 +59,9 @@ def _stage_times(world, z, seconds: float) -> tuple[float, dict[str, float], int
             "landmarks": _median_seconds(lambda: p.landmarks(work), budget),
             "chips": _median_seconds(
                 lambda: (
-                    p.chips(work, lm, 64, CHIP_PADDING),
-                    p.chips(work, lm, 32, CHIP_PADDING),
-                    p.chips(work, lm, 150, DEFAULT_PADDING),
+                    p.chips(pixels, lm, 64, CHIP_PADDING, work),
+                    p.chips(pixels, lm, 32, CHIP_PADDING, work),
+                    p.chips(pixels, lm, 150, DEFAULT_PADDING, work),
                 ),
                 budget,
             ),

@@ -137,8 +137,7 @@ def test_autograd_direction_is_the_age_gradient_on_the_real_world(world):
         step = 1e-3 * grad / grad.norm(dim=1, keepdim=True)
 
         def fixed_alignment_ages(latents):
-            work = p.work_images(world.generate(latents))
-            return p.age_model(p.chips(work, lm, 64, 0.2))
+            return p.age_model(p.chips(p.pixels(world.generate(latents)), lm, 64, 0.2))
 
         change = fixed_alignment_ages(z + step) - fixed_alignment_ages(z)
     torch.testing.assert_close(change, (grad * step).sum(1), rtol=0.05, atol=1e-3)

@@ -67,16 +67,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from agelatent.perception.shape_predictor import TorchShapePredictor
 from agelatent.store import model_path
 
 __all__ = [
     "DEFAULT_PADDING",
+    "LANDMARK_BACKENDS",
     "GENERATED_FACE_RECT",
     "GENERATED_FACE_WORK_SIZE",
     "MEAN_FACE_5",
     "ChipDetails",
     "FivePointLandmarker",
     "extract_chips",
+    "extract_chips_upsampled",
     "face_chip_details",
     "rescale_landmarks",
     "resize_bicubic",
@@ -104,6 +107,11 @@ GENERATED_FACE_WORK_SIZE = 256
 GENERATED_FACE_RECT = (40, 64, 216, 240)  # (left, top, right, bottom), inclusive, in work-size pixels
 
 _PYR_KERNEL = (1.0, 4.0, 6.0, 4.0, 1.0)
+
+#: Who runs the five-point predictor: dlib-bin (C++, one image at a time), the batched torch port of it
+#: (:mod:`agelatent.perception.shape_predictor`, identical landmarks on the CPU), or ``auto``: dlib on the CPU
+#: (faster there per face: ``make bench``), the port on any other device (no host round trip per image).
+LANDMARK_BACKENDS = ("auto", "dlib", "torch")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -398,7 +406,7 @@ def extract_chips(
         images = images.float()
     bsz, channels, height, width = images.shape
     size = details.size
-    device, dtype = images.device, images.dtype
+    device = images.device
     if bsz == 0:
         return images.new_zeros(0, channels, size, size)
 
@@ -412,63 +420,147 @@ def extract_chips(
             rect=details.rect.numpy().astype(np.float64),
             dims=np.tile(np.array([[height, width]], np.int64), (bsz, 1)),
         )
-    n_levels = int(plan.level.max())
-
-    chip_to_level = _corner_affine(torch.from_numpy(plan.rect), details.angle, size)  # [B, 2, 3] float64
     box_tl = torch.from_numpy(plan.box[:, :2])  # [B, 2] (x, y) int64
-    # Our level k is built on phase bit k-1 of the box corner, so dlib's level-k pixel j (image
-    # box + 2^k j + 2(2^k - 1)) is our level-k pixel j + (box >> k) (image 2^k j + box % 2^k + the same).
-    origin = torch.bitwise_right_shift(box_tl, torch.from_numpy(plan.level)[:, None]).to(torch.float64)
-
     if quantize:  # dlib sees uint8 pixels
         images = _round_ste(images.clamp(0, 255))
     levels: list[torch.Tensor] = [images]
     x = images
-    for k in range(n_levels):
+    for k in range(int(plan.level.max())):
         if min(x.shape[-2:]) < 6:
             break  # dlib's level would be empty too (it empties images <= 8 pixels; see plan.dims)
         bits = torch.bitwise_and(torch.bitwise_right_shift(box_tl, k), 1).bool()
         x = _pyramid_down(x, bits[:, 0], bits[:, 1], quantize)
         levels.append(x)
 
-    grid_dtype = torch.float32 if device.type == "mps" else torch.float64
-    half_out = (size - 1) / 2.0
-    from_norm_out = torch.tensor(
-        [[half_out, 0.0, half_out], [0.0, half_out, half_out], [0.0, 0.0, 1.0]], dtype=torch.float64
-    )
-    out = images.new_zeros(bsz, channels, size, size)
-    for k in sorted(set(plan.level.tolist())):  # one group per pyramid level (usually one)
+    def level_images(k: int, idx: torch.Tensor) -> torch.Tensor | None:
         if k >= len(levels):
-            continue  # dlib's pyramid is empty there: all black
+            return None
+        return levels[k] if len(idx) == bsz else levels[k].index_select(0, idx.to(device))
+
+    return _sample_levels(level_images, plan, details, channels, images.dtype, device, quantize)
+
+
+def extract_chips_upsampled(
+    images: torch.Tensor, work_size: int, details: ChipDetails, *, work: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``extract_chips(resize_bicubic(images, work_size), details)``, computed from the small ``images``.
+
+    Every level of dlib's pyramid over the bicubic work image is a separable linear map of ``images``:
+    per axis ``D_k ... D_1 M`` (``M`` the bicubic upsampling, ``D`` one ``pyramid_down`` step on the pixel
+    phase the face's box needs), so a face's level image is two small matmuls instead of upsampling to
+    ``work_size`` and filtering there. Same sampling and border rule as :func:`extract_chips`; values equal
+    to float32 rounding (within 1e-3 of 255; ``tests/test_align.py``). ``work``: the work image when the
+    caller has it already (used for level-0 chips). Not available with ``quantize`` (dlib's integer steps
+    need the work image itself).
+    """
+    _check_images(images)
+    if len(details) != images.shape[0]:
+        raise ValueError(
+            f"details: expected one chip per image ({images.shape[0]} images), got {len(details)}"
+        )
+    bsz, channels, h, w = images.shape
+    device, dtype = images.device, images.dtype if images.is_floating_point() else torch.float32
+    if bsz == 0:
+        return images.new_zeros(0, channels, details.size, details.size, dtype=dtype)
+    plan = _plan(details, work_size, work_size)
+    box_tl = torch.from_numpy(plan.box[:, :2])  # [B, 2] (x, y)
+    n_available = 1 + _pyramid_depth(work_size, int(plan.level.max()))
+
+    def level_images(k: int, idx: torch.Tensor) -> torch.Tensor | None:
+        if k >= n_available:
+            return None
+        if k == 0:  # the work image itself
+            if work is None:
+                src = images if len(idx) == bsz else images.index_select(0, idx.to(device))
+                return resize_bicubic(src.to(dtype), work_size)
+            return work if len(idx) == bsz else work.index_select(0, idx.to(device))
+        phase = torch.remainder(box_tl[idx], 1 << k).to(device)  # which pixel phase each step keeps
+        rows = _level_matrices(h, work_size, k, dtype, device)[phase[:, 1]]  # [n, h_k, h]
+        cols = _level_matrices(w, work_size, k, dtype, device)[phase[:, 0]]  # [n, w_k, w]
+        src = images if len(idx) == bsz else images.index_select(0, idx.to(device))
+        return rows[:, None] @ src.to(dtype) @ cols[:, None].transpose(-1, -2)
+
+    return _sample_levels(level_images, plan, details, channels, dtype, device, False)
+
+
+def _pyramid_depth(size: int, wanted: int) -> int:
+    """How many of ``wanted`` pyramid_down steps an image of ``size`` pixels gets (see extract_chips)."""
+    depth = 0
+    while depth < wanted and size >= 6:
+        size, depth = (size - 3) // 2, depth + 1
+    return depth
+
+
+def _level_matrices(n_in: int, work_size: int, level: int, dtype, device) -> torch.Tensor:
+    """``[2^level, n_level, n_in]``: per pixel phase code (box coordinate mod 2^level), the 1-D map from
+    the small image to that pyramid level of its bicubic ``work_size`` upsampling."""
+    key = (n_in, work_size, level, dtype, device)
+    if key not in _LEVEL_MATRICES:
+        base = _bicubic_matrix(n_in, work_size, torch.float64, torch.device("cpu"))  # [work, n_in]
+        maps = [base]
+        for step in range(level):
+            n = maps[0].shape[0]
+            count = (n - 3) // 2
+            nxt = []
+            kernel = torch.tensor(_PYR_KERNEL, dtype=torch.float64) / 16
+            for code in range(1 << (step + 1)):
+                phase = (code >> step) & 1
+                down = torch.zeros(count, n, dtype=torch.float64)
+                for j in range(count if phase == 0 else (n - 4) // 2):  # the odd phase may be 1 shorter
+                    down[j, 2 * j + phase : 2 * j + phase + 5] = kernel
+                nxt.append(down @ maps[code & ((1 << step) - 1)])
+            maps = nxt
+        _LEVEL_MATRICES[key] = torch.stack(maps).to(device, dtype)
+    return _LEVEL_MATRICES[key]
+
+
+_LEVEL_MATRICES: dict[tuple, torch.Tensor] = {}
+
+
+def _sample_levels(
+    level_images, plan: _Plan, details: ChipDetails, channels: int, dtype, device, quantize: bool
+):
+    """Sample each face's chip from its pyramid level, with dlib's border rule (see the module docstring).
+
+    ``level_images(k, idx)``: the level-``k`` images of the faces ``idx`` (``None``: dlib's level is empty)."""
+    bsz, size = len(details), details.size
+    chip_to_level = _corner_affine(torch.from_numpy(plan.rect), details.angle, size)  # [B, 2, 3] float64
+    box_tl = torch.from_numpy(plan.box[:, :2])
+    # Our level k is built on phase bit k-1 of the box corner, so dlib's level-k pixel j (image
+    # box + 2^k j + 2(2^k - 1)) is our level-k pixel j + (box >> k) (image 2^k j + box % 2^k + the same).
+    origin = torch.bitwise_right_shift(box_tl, torch.from_numpy(plan.level)[:, None]).to(torch.float64)
+    grid_dtype = torch.float32 if device.type == "mps" else torch.float64
+    steps = torch.arange(size, dtype=grid_dtype, device=device)
+    out = torch.zeros(bsz, channels, size, size, dtype=dtype, device=device)
+    for k in sorted(set(plan.level.tolist())):  # one group per pyramid level (usually one)
         idx_np = np.flatnonzero(plan.level == k)
         idx = torch.from_numpy(idx_np)
+        src = level_images(k, idx)
+        if src is None:
+            continue  # dlib's pyramid is empty there: all black
         n = len(idx)
-        src = levels[k]
         h_k, w_k = src.shape[-2:]
-        # chip pixel -> our level-k pixel -> normalised (align_corners=True: -1/+1 = first/last pixel centre)
+        # chip pixel (i, j) -> our level-k pixel, then normalised for grid_sample (align_corners=True:
+        # -1/+1 = the first/last pixel centre)
         affine = chip_to_level[idx].clone()
         affine[:, :, 2] += origin[idx]
-        affine3 = torch.cat(
-            [affine, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=torch.float64).expand(n, 1, 3)], 1
-        )
-        sx, sy = 2.0 / max(w_k - 1, 1), 2.0 / max(h_k - 1, 1)
-        to_norm_in = torch.tensor([[sx, 0.0, -1.0], [0.0, sy, -1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
-        theta = (to_norm_in @ affine3 @ from_norm_out)[:, :2]
-        grid = F.affine_grid(theta.to(device, grid_dtype), [n, channels, size, size], align_corners=True)
+        a = affine.to(device, grid_dtype)[:, :, :, None, None]  # [n, 2, 3, 1, 1]
+        pix = a[:, :, 0] * steps + a[:, :, 1] * steps[:, None] + a[:, :, 2]  # [n, 2 (x, y), S, S]
         # dlib's border rule: black unless the whole 2x2 neighbourhood lies inside its level image
-        lo = origin[idx].to(device, grid_dtype)[:, None, None, :]  # [n, 1, 1, 2] (x, y)
+        lo = origin[idx].to(device, grid_dtype)[:, :, None, None]  # [n, 2, 1, 1]
         hi = (
             lo
-            + torch.from_numpy(plan.dims[idx_np][:, ::-1].copy()).to(device, grid_dtype)[:, None, None, :]
+            + torch.from_numpy(plan.dims[idx_np][:, ::-1].copy()).to(device, grid_dtype)[:, :, None, None]
             - 1
         )
-        pix = (grid + 1) * torch.tensor([1 / sx, 1 / sy], device=device, dtype=grid_dtype)
-        valid = ((pix >= lo) & (pix < hi)).all(-1)
+        valid = ((pix >= lo) & (pix < hi)).all(1)  # [n, S, S]
+        scale = torch.tensor([2.0 / max(w_k - 1, 1), 2.0 / max(h_k - 1, 1)], dtype=grid_dtype, device=device)
+        grid = (pix * scale[:, None, None] - 1).permute(0, 2, 3, 1)  # [n, S, S, 2]
         idx_d = idx.to(device)
         # quantize: sample in float64 like dlib, so the truncation sees the same value
         sample_dtype = grid_dtype if quantize else dtype
         sampled = F.grid_sample(
-            (src if n == bsz else src.index_select(0, idx_d)).to(sample_dtype),
+            src.to(sample_dtype),
             grid.to(sample_dtype),
             mode="bilinear",
             padding_mode="zeros",
@@ -490,18 +582,21 @@ def resize_bicubic(images: torch.Tensor, size: int) -> torch.Tensor:
     """``[B, C, h, w]`` -> ``[B, C, size, size]``, bicubic (``align_corners=False``: pixel centres at
     ``(i + 0.5) * scale - 0.5``), differentiable; the work image the generated-face recipe uses.
 
-    The values are ``F.interpolate``'s, bit for bit. The gradient is computed as the separable linear map
-    it is, ``Myᵀ · g · Mx`` with the per-axis weight matrices (:func:`_bicubic_matrix`): two small matmuls
-    instead of PyTorch's scatter kernel, which cost ~3.5 ms per face per backward pass at 64 -> 256 on a
-    CPU (the largest single item of an env step that keeps identity and gender; ``make bench``)."""
+    Computed as the separable linear map it is, ``My · x · Mxᵀ``, with the per-axis weight matrices read
+    off ``F.interpolate`` (:func:`_bicubic_matrix`): the same kernel and border rule, values equal to
+    ``F.interpolate``'s within float32 rounding (1e-4 at 0..255), and both the forward pass and its gradient
+    (``Myᵀ · g · Mx``) are two small matmuls. On a 2-core CPU, 64 -> 256 for 32 faces: ~4x faster than
+    ``F.interpolate`` forward, and its backward replaces PyTorch's scatter kernel, which cost ~3.5 ms per face
+    (``make bench``)."""
     _check_images(images)
     if not images.is_floating_point():
         images = images.float()
     if images.shape[-2:] == (size, size):
         return images
-    if not images.requires_grad:
-        return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
-    return _ResizeBicubic.apply(images, size)
+    h, w = images.shape[-2:]
+    my = _bicubic_matrix(h, size, images.dtype, images.device)  # [size, h]
+    mx = _bicubic_matrix(w, size, images.dtype, images.device)  # [size, w]
+    return my @ images @ mx.T
 
 
 def _bicubic_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -517,21 +612,6 @@ def _bicubic_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.dev
 
 
 _BICUBIC_MATRICES: dict[tuple, torch.Tensor] = {}
-
-
-class _ResizeBicubic(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, images: torch.Tensor, size: int) -> torch.Tensor:
-        ctx.in_hw = images.shape[-2:]
-        ctx.size = size
-        return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        h, w = ctx.in_hw
-        my = _bicubic_matrix(h, ctx.size, grad.dtype, grad.device)  # [size, h]
-        mx = _bicubic_matrix(w, ctx.size, grad.dtype, grad.device)  # [size, w]
-        return my.T @ grad @ mx, None
 
 
 def rescale_landmarks(landmarks, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> torch.Tensor:
@@ -567,7 +647,10 @@ class FivePointLandmarker:
         work_size: int | None = GENERATED_FACE_WORK_SIZE,
         rect: Sequence[int] = GENERATED_FACE_RECT,
         value_range: tuple[float, float] = (0.0, 255.0),
+        backend: str = "auto",
     ) -> None:
+        if backend not in LANDMARK_BACKENDS:
+            raise ValueError(f"perception.landmarks must be one of {LANDMARK_BACKENDS}, got {backend!r}")
         path = model_path("shape_predictor_5", predictor_path)
         self.predictor_path = path
         try:
@@ -590,9 +673,34 @@ class FivePointLandmarker:
         self.rect = tuple(int(v) for v in rect)
         self.value_range = (float(lo), float(hi))
         self._detector = None
+        self.backend = backend
+        self._ports: dict[torch.device, TorchShapePredictor] = {}
         self.last_seconds_per_image = float("nan")
 
+    def uses_torch(self, device: torch.device) -> bool:
+        """Whether images on ``device`` go through the torch port (``auto``: everywhere but the CPU)."""
+        return self.backend == "torch" or (self.backend == "auto" and device.type != "cpu")
+
+    def _port(self, device: torch.device) -> TorchShapePredictor:
+        if device not in self._ports:
+            cpu = next(iter(self._ports.values()), None) or TorchShapePredictor.from_dat(self.predictor_path)
+            self._ports[device] = cpu.to(device)
+        return self._ports[device]
+
     # -- conversions ---------------------------------------------------------------------------------------
+
+    def _to_work(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """-> (``[B, 3, h, w]`` work images on 0..255 (the port rounds where it reads), (H, W) given)."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images: expected a torch tensor [B, 3, H, W] (RGB), got {tuple(images.shape)}")
+        lo, hi = self.value_range
+        t = images.detach()
+        given = (int(t.shape[2]), int(t.shape[3]))
+        if t.dtype != torch.uint8 and (lo, hi) != (0.0, 255.0):
+            t = (t.float() - lo) * (255.0 / (hi - lo))
+        if self.work_size is not None and given != (self.work_size, self.work_size):
+            t = resize_bicubic(t.float(), self.work_size)
+        return t, given
 
     def _to_work_uint8(self, images) -> tuple[np.ndarray, tuple[int, int]]:
         """-> (``[B, h, w, 3]`` uint8 work images, (H, W) of the given images)."""
@@ -636,6 +744,12 @@ class FivePointLandmarker:
 
     def __call__(self, images) -> torch.Tensor:
         """Landmarks ``[B, 5, 2]`` (x, y), float64 CPU, with the fixed ``rect`` as every face's box."""
+        if isinstance(images, torch.Tensor) and self.uses_torch(images.device):
+            work, given = self._to_work(images)
+            start = time.perf_counter()
+            points = self._port(work.device)(work, torch.tensor(self.rect)).cpu()
+            self.last_seconds_per_image = (time.perf_counter() - start) / max(len(work), 1)
+            return self._to_given(points.numpy(), given, tuple(work.shape[-2:]))
         work, given = self._to_work_uint8(images)
         box = dlib.rectangle(*self.rect)
         start = time.perf_counter()

@@ -49,6 +49,9 @@ __all__ = [
     "face_resnet_layer_stack",
     "parse_face_resnet",
     "read_face_resnet",
+    "read_shape_predictor",
+    "parse_shape_predictor",
+    "ShapePredictorWeights",
 ]
 
 
@@ -612,3 +615,207 @@ def _check_channels(
         ch = max(ch, out)  # add_prev zero-pads the narrower operand (dlib quirk), so channels never shrink
     if fc.shape[1] != ch:
         raise DlibFormatError(f"{name}: fc expects {fc.shape[1]} inputs, the network gives {ch}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The shape predictor (dlib's ``shape_predictor``: a cascade of regression-tree forests)
+
+
+@dataclass(frozen=True)
+class ShapePredictorWeights:
+    """A dlib ``shape_predictor`` as arrays: ``C`` cascades of ``T`` trees of depth ``log2(L)``, ``F``
+    feature pixels per cascade, ``P`` parts.
+
+    ``initial_shape [P, 2]`` (x, y in the unit face box), ``anchor [C, F]`` (the part each feature pixel is
+    placed relative to), ``deltas [C, F, 2]`` (its offset from that part in the initial shape),
+    ``split_pixels [C, T, L-1, 2]`` (the two feature pixels a split node compares), ``thresholds
+    [C, T, L-1]``, ``leaves [C, T, L, P, 2]`` (shape increments); nodes in dlib's breadth-first order
+    (children of ``i`` are ``2i+1``, ``2i+2``).
+    """
+
+    initial_shape: np.ndarray
+    anchor: np.ndarray
+    deltas: np.ndarray
+    split_pixels: np.ndarray
+    thresholds: np.ndarray
+    leaves: np.ndarray
+
+    @property
+    def num_parts(self) -> int:
+        return int(self.initial_shape.shape[0])
+
+
+class _Tokens:
+    """The file as dlib integers. Every value in a shape predictor file is one (floats are two: mantissa
+    and exponent), so the file is tokenised once and read with array slices."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        self.name, self.size = name, len(data)
+        raw = np.frombuffer(data, np.uint8)
+        starts, pos, end = [], 0, len(data)
+        while pos < end:  # a token is one control byte and (control & 0x0F) payload bytes
+            starts.append(pos)
+            pos += 1 + (data[pos] & 0x0F)
+        self.starts = np.asarray(starts, np.int64)
+        control = raw[self.starts] if len(starts) else np.zeros(0, np.uint8)
+        size = (control & 0x0F).astype(np.int64)
+        bad = np.flatnonzero((control & 0x70 != 0) | (size == 0) | (size > 8))
+        if len(bad):
+            raise self.error(f"bad integer control byte 0x{control[bad[0]]:02x}", bad[0])
+        if pos != end:
+            raise self.error("file ends inside an integer (truncated or corrupt download?)", len(starts) - 1)
+        magnitude = np.zeros(len(starts), np.uint64)
+        for k in range(8):
+            present = size > k
+            byte = raw[np.minimum(self.starts + 1 + k, end - 1)].astype(np.uint64)
+            magnitude |= np.where(present, byte, 0).astype(np.uint64) << np.uint64(8 * k)
+        if (magnitude >= np.uint64(1 << 63)).any():
+            raise self.error("integer beyond 63 bits", int(np.argmax(magnitude >= np.uint64(1 << 63))))
+        self.negative = (control & 0x80) != 0
+        self.values = np.where(self.negative, -magnitude.astype(np.int64), magnitude.astype(np.int64))
+        self.i = 0
+
+    def error(self, what: str, token: int | None = None) -> DlibFormatError:
+        token = self.i if token is None else token
+        at = int(self.starts[token]) if 0 <= token < len(self.starts) else self.size
+        return DlibFormatError(f"{self.name}: not a valid dlib shape predictor file: {what} (at byte {at})")
+
+    def take(self, n: int, what: str) -> np.ndarray:
+        if self.i + n > len(self.values):
+            raise self.error(f"file ends while reading {what} (truncated or corrupt download?)")
+        out = self.values[self.i : self.i + n]
+        self.i += n
+        return out
+
+    def count(self, what: str, limit: int = 1 << 24) -> int:
+        (n,) = self.take(1, what)
+        if not 0 <= n <= limit:
+            raise self.error(f"{what} = {n} is out of range", self.i - 1)
+        return int(n)
+
+    def expect(self, values: np.ndarray, expected: int, what: str) -> None:
+        wrong = np.flatnonzero(values != expected)
+        if len(wrong):
+            token = self.i - len(values) + int(wrong[0])
+            raise self.error(f"expected {what} = {expected}, found {values[wrong[0]]}", token)
+
+    def expect_rows(self, block: np.ndarray, start: int, expected: dict[int, int], what: str) -> None:
+        """``block [n, width]`` taken from token ``start``: column ``j`` must hold ``expected[j]``."""
+        for col, value in expected.items():
+            wrong = np.flatnonzero(block[:, col] != value)
+            if len(wrong):
+                token = start + int(wrong[0]) * block.shape[1] + col
+                raise self.error(f"expected {what} {value}, found {block[wrong[0], col]}", token)
+
+    def floats(self, n: int, what: str) -> np.ndarray:
+        pairs = self.take(2 * n, what).reshape(n, 2)
+        return self.as_floats(pairs, what)
+
+    def as_floats(self, pairs: np.ndarray, what: str) -> np.ndarray:
+        """``[..., 2]`` (mantissa, exponent) token pairs -> float32 values (non-finite values refused)."""
+        exponent = pairs[..., 1]
+        if (np.abs(exponent) >= _FLOAT_INF).any():
+            raise self.error(f"{what} holds a non-finite value")
+        return np.ldexp(pairs[..., 0].astype(np.float64), exponent.astype(np.int32)).astype(np.float32)
+
+
+def read_shape_predictor(path: str | os.PathLike) -> ShapePredictorWeights:
+    """Parse a dlib ``shape_predictor`` ``.dat`` file (e.g. ``shape_predictor_5_face_landmarks.dat``).
+
+    dlib writes: version 1; the initial shape (a column matrix: ``-rows``, ``-cols``, values); the forests
+    (a vector of cascades, each a vector of trees; a tree = its splits ``(idx1, idx2, threshold)`` and its
+    leaf matrices); the anchor indices; the deltas (``(x, y)`` float pairs). Raises
+    :class:`DlibFormatError` naming the file and byte offset when the file is truncated, corrupt or holds
+    something else (the face-recognition network, say); trees must be complete binary trees of one depth.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DlibFormatError(f"{path}: cannot read dlib model file ({err})") from err
+    return parse_shape_predictor(data, name=str(path))
+
+
+def parse_shape_predictor(data: bytes, name: str = "<bytes>") -> ShapePredictorWeights:
+    """:func:`read_shape_predictor` on bytes already in memory."""
+    t = _Tokens(data, name)
+    t.expect(t.take(1, "serialization version"), 1, "shape_predictor serialization version")
+
+    def column(what: str) -> np.ndarray:
+        rows, cols = t.take(2, f"{what} dimensions")
+        if rows >= 0 or cols != -1:
+            raise t.error(f"{what}: expected a column matrix (dims -n, -1), found ({rows}, {cols})", t.i - 2)
+        return t.floats(int(-rows), what)
+
+    initial = column("initial shape")
+    if len(initial) == 0 or len(initial) % 2:
+        raise t.error(f"initial shape has {len(initial)} values (expected 2 per part)")
+    n_coords = len(initial)
+
+    n_cascades = t.count("number of cascades", 1 << 10)
+    if n_cascades == 0:
+        raise t.error("a shape predictor without cascades", t.i - 1)
+    splits, thresholds, leaves = [], [], []
+    n_splits = n_leaves = n_trees = None
+    for c in range(n_cascades):
+        trees = t.count(f"number of trees in cascade {c}")
+        if n_trees is None:  # the first tree fixes the layout: full binary trees of one depth
+            n_trees, n_splits = trees, int(t.values[t.i])
+            n_leaves = n_splits + 1
+            if n_trees == 0 or not 0 < n_splits < 1 << 16 or n_leaves & (n_leaves - 1):
+                raise t.error(f"{n_trees} trees of {n_splits} splits: not complete binary trees", t.i)
+        elif trees != n_trees:
+            raise t.error(f"cascades of different sizes ({n_trees} and {trees} trees)", t.i - 1)
+        # one tree: n_splits, (idx1, idx2, mantissa, exponent) per split, n_leaves, (-rows, -1, values) per leaf
+        leaf_len = 2 + 2 * n_coords
+        tree_len = 2 + 4 * n_splits + n_leaves * leaf_len
+        start = t.i
+        block = t.take(n_trees * tree_len, f"the trees of cascade {c}").reshape(n_trees, tree_len)
+        t.expect_rows(block, start, {0: n_splits, 1 + 4 * n_splits: n_leaves}, "tree size")
+        triples = block[:, 1 : 1 + 4 * n_splits].reshape(n_trees, n_splits, 4)
+        if (triples[..., :2] < 0).any():
+            raise t.error(f"negative feature index in a split of cascade {c}", start)
+        leaf = block[:, 2 + 4 * n_splits :].reshape(n_trees, n_leaves, leaf_len)
+        for col, value in ((0, -n_coords), (1, -1)):
+            wrong = np.argwhere(leaf[..., col] != value)
+            if len(wrong):
+                tree, j = (int(v) for v in wrong[0])
+                token = start + tree * tree_len + 2 + 4 * n_splits + j * leaf_len + col
+                raise t.error(f"expected leaf matrix dims {value}, found {leaf[tree, j, col]}", token)
+        splits.append(triples[..., :2])
+        thresholds.append(t.as_floats(triples[..., 2:], "split threshold"))
+        leaves.append(t.as_floats(leaf[..., 2:].reshape(n_trees, n_leaves, n_coords, 2), "leaf value"))
+
+    def per_cascade(what: str) -> int:
+        n = t.count(f"number of {what} lists")
+        if n != n_cascades:
+            raise t.error(f"{n} {what} lists for {n_cascades} cascades", t.i - 1)
+        return n
+
+    anchor = []
+    for _ in range(per_cascade("anchor")):
+        idx = t.take(t.count("number of feature pixels"), "anchor indices")
+        if ((idx < 0) | (idx >= n_coords // 2)).any():
+            raise t.error("anchor index beyond the shape's parts")
+        anchor.append(idx)
+    deltas = [
+        t.floats(2 * t.count("number of deltas"), "deltas").reshape(-1, 2)
+        for _ in range(per_cascade("delta"))
+    ]
+    if t.i != len(t.values):
+        raise t.error(f"{len(t.values) - t.i} unexpected trailing values after the shape predictor")
+    n_pixels = {len(a) for a in anchor} | {len(d) for d in deltas}
+    if len(n_pixels) != 1:
+        raise t.error(f"cascades with different numbers of feature pixels {sorted(n_pixels)}")
+    (n_pix,) = n_pixels
+    split_pixels = np.stack(splits)
+    if (split_pixels >= n_pix).any():
+        raise t.error(f"a split compares feature pixel {split_pixels.max()}, only {n_pix} exist")
+    return ShapePredictorWeights(
+        initial_shape=initial.reshape(-1, 2),
+        anchor=np.stack(anchor),
+        deltas=np.stack(deltas).astype(np.float32),
+        split_pixels=split_pixels,
+        thresholds=np.stack(thresholds),
+        leaves=np.stack(leaves).reshape(n_cascades, n_trees, n_leaves, n_coords // 2, 2),
+    )

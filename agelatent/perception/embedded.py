@@ -4,10 +4,13 @@ One call scores a batch of generated faces (``[B, 3, H, W]`` in [-1, 1], the gen
 
 1. Upsample bicubically to the work size (256) on the 0..255 scale: the image dlib's recipe works on.
 2. Five-point landmarks from dlib's shape predictor on that image, with a constant face rectangle
-   (generated faces are centred: see :data:`~agelatent.perception.align.GENERATED_FACE_RECT`). This is
-   the only per-image Python loop, and landmarks are constants for autograd (``detach``).
-3. Three chips cut from the work image with dlib's geometry, differentiably: 64x64 and 32x32 with
-   padding 0.2 (age, gender), 150x150 with padding 0.25 (identity).
+   (generated faces are centred: see :data:`~agelatent.perception.align.GENERATED_FACE_RECT`): dlib-bin
+   on a CPU, its batched torch port on other devices (``perception.landmarks``; the same landmarks).
+   Landmarks are constants for autograd (``detach``).
+3. Three chips of the work image with dlib's geometry, differentiably: 64x64 and 32x32 with padding 0.2
+   (age, gender), 150x150 with padding 0.25 (identity). The two small ones come from the generator's
+   64x64 image directly (each pyramid level of the work image is a separable linear map of it:
+   :func:`~agelatent.perception.align.extract_chips_upsampled`), the large one from the work image.
 4. Age (years, expectation over 81 bins), P(male), and the 128-d identity descriptor.
 
 **Alignment jitter** (``age_jitter``, training only). An editor that follows the age network's gradient
@@ -43,7 +46,7 @@ from agelatent.perception.align import (
     GENERATED_FACE_RECT,
     GENERATED_FACE_WORK_SIZE,
     FivePointLandmarker,
-    extract_chips,
+    extract_chips_upsampled,
     face_chip_details,
     resize_bicubic,
 )
@@ -128,6 +131,7 @@ class EmbeddedPerception(nn.Module):
         face_rect: Sequence[int] = GENERATED_FACE_RECT,
         ort_threads: int = 0,
         age_jitter: Mapping | None = None,
+        landmarks: str = "auto",
     ) -> None:
         super().__init__()
         self.age_jitter = AlignmentJitter(**age_jitter) if age_jitter else None  # checked before any load
@@ -138,7 +142,9 @@ class EmbeddedPerception(nn.Module):
                 f"perception.work_size must be >= 64 (the chips are cut from it), got {work_size}"
             )
         settings = OrtSettings(intra_op_num_threads=ort_threads) if runtime == "onnxruntime" else None
-        self.landmarker = FivePointLandmarker(predictor_path, work_size=work_size, rect=face_rect)
+        self.landmarker = FivePointLandmarker(
+            predictor_path, work_size=work_size, rect=face_rect, backend=landmarks
+        )
         self.age_model = AgeEstimator(age_path, runtime, ort_settings=settings)
         self.gender_model = GenderClassifier(gender_path, runtime, ort_settings=settings)
         self.identity_model = DlibFaceResNet.from_dat(identity_path)
@@ -165,17 +171,32 @@ class EmbeddedPerception(nn.Module):
 
     def work_images(self, images: torch.Tensor) -> torch.Tensor:
         """Generator output ``[B, 3, H, W]`` in [-1, 1] -> the 0..255 work image ``[B, 3, S, S]``."""
+        return resize_bicubic(self.pixels(images), self.work_size)
+
+    @staticmethod
+    def pixels(images: torch.Tensor) -> torch.Tensor:
+        """Generator output ``[B, 3, H, W]`` in [-1, 1] -> the same images on the 0..255 scale."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images: expected [B, 3, H, W] RGB in [-1, 1], got {tuple(images.shape)}")
-        return resize_bicubic((images.float() + 1.0) * 127.5, self.work_size)
+        return (images.float() + 1.0) * 127.5
 
     def landmarks(self, work: torch.Tensor) -> torch.Tensor:
         """Five-point landmarks ``[B, 5, 2]`` (work-image pixels, float64 CPU); constants for autograd."""
         return self.landmarker(work.detach())
 
-    def chips(self, work: torch.Tensor, landmarks: torch.Tensor, size: int, padding: float) -> torch.Tensor:
-        """dlib-style chips ``[B, 3, size, size]`` of work images at given landmarks (alignment held fixed)."""
-        return extract_chips(work, face_chip_details(landmarks, size, padding))
+    def chips(
+        self,
+        pixels: torch.Tensor,
+        landmarks: torch.Tensor,
+        size: int,
+        padding: float,
+        work: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """dlib-style chips ``[B, 3, size, size]`` of the work image of ``pixels`` (the generator's images on
+        0..255) at given landmarks (alignment held fixed), cut from ``pixels`` directly
+        (:func:`~agelatent.perception.align.extract_chips_upsampled`); ``work``: the work image, if at hand."""
+        details = face_chip_details(landmarks, size, padding)
+        return extract_chips_upsampled(pixels, self.work_size, details, work=work)
 
     @property
     def augmenting(self) -> bool:
@@ -191,28 +212,30 @@ class EmbeddedPerception(nn.Module):
         finally:
             self._augment = before
 
-    def _age(self, work: torch.Tensor, lm: torch.Tensor) -> torch.Tensor:
+    def _age(self, pixels: torch.Tensor, work: torch.Tensor, lm: torch.Tensor) -> torch.Tensor:
         if not self.augmenting:
-            return self.age_model(self.chips(work, lm, 64, CHIP_PADDING))
-        k, b = self.age_jitter.crops, len(work)
+            return self.age_model(self.chips(pixels, lm, 64, CHIP_PADDING, work))
+        k, b = self.age_jitter.crops, len(pixels)
         moved, flip = self.age_jitter.perturb(lm, self._jitter_rng)
-        chips = self.chips(work.repeat(k, 1, 1, 1), moved, 64, CHIP_PADDING)
+        chips = self.chips(pixels.repeat(k, 1, 1, 1), moved, 64, CHIP_PADDING, work.repeat(k, 1, 1, 1))
         chips = torch.where(flip.to(chips.device)[:, None, None, None], chips.flip(-1), chips)
         return self.age_model(chips).reshape(k, b).mean(0)
 
     def ages(self, images: torch.Tensor) -> torch.Tensor:
         """Ages in years ``[B]`` (skips gender and identity)."""
-        work = self.work_images(images)
-        ages = self._age(work, self.landmarks(work))
+        pixels = self.pixels(images)
+        work = resize_bicubic(pixels, self.work_size)
+        ages = self._age(pixels, work, self.landmarks(work))
         check_finite({"ages": ages}, "the embedded perception's age network (dlib-models age-v1)")
         return ages
 
     def forward(self, images: torch.Tensor) -> FaceScores:
-        work = self.work_images(images)
+        pixels = self.pixels(images)
+        work = resize_bicubic(pixels, self.work_size)
         lm = self.landmarks(work)
-        ages = self._age(work, lm)
-        p_male = self.gender_model(self.chips(work, lm, 32, CHIP_PADDING))
-        identity = self.identity_model(self.chips(work, lm, 150, DEFAULT_PADDING))
+        ages = self._age(pixels, work, lm)
+        p_male = self.gender_model(self.chips(pixels, lm, 32, CHIP_PADDING, work))
+        identity = self.identity_model(self.chips(pixels, lm, 150, DEFAULT_PADDING, work))
         check_finite(
             {"ages": ages, "gender probabilities": p_male, "identity embeddings": identity},
             "the embedded perception's networks (dlib-models age-v1 and gender-v1, dlib's face descriptor)",
