@@ -37,10 +37,13 @@ sample: models  ## write a grid of generated faces annotated with predicted age/
 train: models  ## train the SAC age-editing policy on the embedded world (timings: docs/measurements.md); Hydra overrides in ARGS="..."
 	$(BIN)/agelatent-train $(ARGS)
 
-bench: models  ## benchmarks (JSON + console): world.score throughput by batch, identity port vs dlib-bin
+bench: models  ## benchmarks -> results/bench/*.json + report.md: world.score by batch vs its networks, env step, SAC vs SB3, editors, identity port
 	@mkdir -p results/bench
 	$(BIN)/python experiments/bench_world.py --json results/bench/world.json
+	$(BIN)/python experiments/bench_sac.py --json results/bench/sac.json
+	$(BIN)/python experiments/bench_editors.py --json results/bench/editors.json
 	$(BIN)/python experiments/bench_identity.py --json results/bench/identity.json
+	$(BIN)/python experiments/measurements.py --bench results/bench --out results/bench/report.md
 
 measurements: install  ## regenerate docs/measurements.md from results/bench, RUN=runs/<name>, EVAL="results/eval/<name> ..." and CURVES=results/curves/<name>
 	$(BIN)/python experiments/measurements.py $(if $(RUN),--run $(RUN)) $(if $(EVAL),--eval $(EVAL)) $(if $(CURVES),--curves $(CURVES))

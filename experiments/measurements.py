@@ -30,15 +30,32 @@ def _world(path: Path) -> list[str]:
         f"`world.score` on the embedded world (`make bench` → `{path}`; {data['threads']} torch threads, "
         f"{data['runtime']} runtime). Stages in ms per chunk of faces.",
         "",
-        "| batch | faces/s | ms / call | " + " | ".join(stages) + " | call / sum of stages |",
-        "|" + " --- |" * (4 + len(stages)),
+        "| batch | faces/s | ms / call | "
+        + " | ".join(stages)
+        + " | call / sum of stages | call / networks | alignment share | peak RSS (MB) |",
+        "|" + " --- |" * (7 + len(stages)),
     ]
     for r in rows:
         parts = " | ".join(f"{r['stages_ms_per_chunk'][s]:.1f}" for s in stages)
         lines.append(
             f"| {r['batch']} | {r['faces_per_s']:.1f} | {r['ms_per_call']:.1f} | {parts} | "
-            f"{r['call_over_stage_sum']:.2f} |"
+            f"{r['call_over_stage_sum']:.2f} | {r['call_over_networks']:.2f} | "
+            f"{100 * r['alignment_share']:.0f}% | {r['peak_rss_mb']:.0f} |"
         )
+    lines += [
+        "",
+        "_call / networks_: the whole call over the bare forward passes of the generator and the three face "
+        "networks on ready inputs (the floor); _alignment share_: upsampling, landmarks and chips as a share "
+        "of the stages; _peak RSS_: the bench process's peak after that batch.",
+    ]
+    marks = data.get("landmarks_ms_per_chunk")
+    if marks:
+        lines += [
+            "",
+            "Landmarks per chunk, by backend (the same landmarks): "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in marks.items())
+            + ".",
+        ]
     step = data.get("env_step")
     if step:
         lines += [
@@ -61,6 +78,70 @@ def _identity(path: Path) -> list[str]:
         f"{d['rounds']} interleaved rounds): **{d['speedup']:.1f}×** with {d['torch_threads']} torch threads, "
         f"{d['speedup_1_thread']:.1f}× with one; largest descriptor difference {d['parity_max_l2']:.1e}.",
     ]
+
+
+def _sac(path: Path) -> list[str]:
+    if not path.is_file():
+        return [f"_Not measured: `{path}` is missing (run `make bench`)._"]
+    d = json.loads(path.read_text())
+    return [
+        f"SAC gradient updates/s (`make bench` → `{path}`; batch {d['batch']}, hidden {d['hidden']}, obs "
+        f"{d['obs_dim']}, act {d['act_dim']}, {d['threads']} threads, same replay contents, {d['rounds']} "
+        f"alternating rounds of {d['updates_per_round']} updates): agelatent {d['ours_updates_per_s']:.1f}, "
+        f"stable-baselines3 {d['sb3_updates_per_s']:.1f}: **{d['speedup']:.2f}×**.",
+    ]
+
+
+def _editors(path: Path) -> list[str]:
+    if not path.is_file():
+        return [f"_Not measured: `{path}` is missing (run `make bench`)._"]
+    d = json.loads(path.read_text())
+    lines = [
+        f"Cost of a successful edit (`make bench` → `{path}`; {d['faces']} validation faces × the protocol's "
+        f"targets, {d['threads']} threads):",
+        "",
+        "| editor | success | world calls / edit | s / edit | world calls / success | s / success |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in d["editors"]:
+        calls, secs = r["world_calls_per_success"], r["seconds_per_success"]
+        lines.append(
+            f"| {r['editor']} | {r['success_rate']:.2f} | {r['world_calls_per_edit']:.1f} | "
+            f"{r['seconds_per_edit']:.3f} | {'—' if calls is None else f'{calls:.0f}'} | "
+            f"{'—' if secs is None else f'{secs:.2f}'} |"
+        )
+    return lines
+
+
+#: issue 11's targets, checked against the bench's own measurements (batch 32, the default world)
+TARGETS = {
+    "world.score / networks' forward": ("world", "≤", 1.3),
+    "env step / (score + directions)": ("env_step", "≤", 1.15),
+    "SAC updates/s vs stable-baselines3": ("sac", "≥", 2.0),
+    "identity port vs dlib-bin": ("identity", "≥", 20.0),
+}
+
+
+def _targets(bench: Path) -> list[str]:
+    def value(kind: str) -> float | None:
+        path = bench / {"world": "world.json", "env_step": "world.json", "sac": "sac.json",
+                        "identity": "identity.json"}[kind]  # fmt: skip
+        if not path.is_file():
+            return None
+        d = json.loads(path.read_text())
+        if kind == "world":
+            at = [r for r in d["results"] if r["batch"] == 32]
+            return at[0]["call_over_networks"] if at else None
+        if kind == "env_step":
+            return d.get("env_step", {}).get("step_over_score_with_directions")
+        return d["speedup"]
+
+    lines = ["| target | measured | goal | met |", "| --- | --- | --- | --- |"]
+    for name, (kind, op, goal) in TARGETS.items():
+        v = value(kind)
+        met = "—" if v is None else ("yes" if (v <= goal if op == "≤" else v >= goal) else "**no**")
+        lines.append(f"| {name} | {'not measured' if v is None else f'{v:.2f}'} | {op} {goal:g} | {met} |")
+    return lines
 
 
 def _training(run_path: Path | None) -> list[str]:
@@ -149,6 +230,10 @@ def main() -> None:
         "machine that ran the commands and move with it: compare ratios measured in one run, not absolute "
         "numbers across machines.",
         "",
+        "## Targets",
+        "",
+        *_targets(args.bench),
+        "",
         "## World throughput",
         "",
         *_world(args.bench / "world.json"),
@@ -156,6 +241,14 @@ def main() -> None:
         "## Identity port",
         "",
         *_identity(args.bench / "identity.json"),
+        "",
+        "## SAC updates",
+        "",
+        *_sac(args.bench / "sac.json"),
+        "",
+        "## Editors: cost per successful edit",
+        "",
+        *_editors(args.bench / "editors.json"),
         "",
         "## Default training run",
         "",

@@ -291,6 +291,17 @@ def test_cuda_matches_cpu(photo_faces):
             assert torch.isfinite(xc.grad).all() and xc.grad.abs().sum() > 0
 
 
+@pytest.mark.gpu
+def test_torch_landmarks_on_cuda_match_dlib(generated, predictor_path):
+    """On a GPU the port sums each cascade's leaves in float64 (not dlib's sequential float32): landmarks
+    may move by a pixel where a feature pixel sits on a rounding boundary, never more."""
+    on_cpu = FivePointLandmarker(predictor_path, backend="dlib")(generated)
+    on_gpu = FivePointLandmarker(predictor_path, backend="auto")(generated.cuda())
+    assert on_gpu.device.type == "cpu" and on_gpu.dtype == torch.float64
+    moved = (on_gpu - on_cpu).abs().amax((1, 2))
+    assert moved.max() <= 1 and (moved == 0).float().mean() >= 0.8
+
+
 # ------------------------------------------------------------------------------------------------ landmarks
 
 

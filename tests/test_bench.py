@@ -18,7 +18,7 @@ def _run(*args: str) -> None:
 
 
 @pytest.mark.slow
-def test_the_world_and_identity_benches_write_their_reports(tmp_path, model_files):
+def test_the_benches_write_their_reports(tmp_path, model_files):
     world, identity = tmp_path / "world.json", tmp_path / "identity.json"
     _run(
         "experiments/bench_world.py",
@@ -33,19 +33,44 @@ def test_the_world_and_identity_benches_write_their_reports(tmp_path, model_file
         str(world),
     )
     _run("experiments/bench_identity.py", "--batch", "2", "--rounds", "1", "--json", str(identity))
+    sac, editors = tmp_path / "sac.json", tmp_path / "editors.json"
+    _run(
+        "experiments/bench_sac.py", "--obs-dim", "6", "--act-dim", "2", "--batch", "16", "--hidden", "8", "8",
+        "--updates", "3", "--rounds", "2", "--threads", "1", "--json", str(sac),
+    )  # fmt: skip
+    _run(
+        "experiments/bench_editors.py", "--faces", "1", "--editors", "random_walk", "local_linear_walk",
+        "--threads", "1", "--json", str(editors),
+    )  # fmt: skip
     w = json.loads(world.read_text())
     assert [r["batch"] for r in w["results"]] == [1, 3]
     assert set(w["results"][0]["stages_ms_per_chunk"]) == {
         "generator", "upsample_256", "landmarks", "chips", "age", "gender", "identity",
     }  # fmt: skip
+    assert {"networks_ms_per_call", "call_over_networks", "alignment_share", "peak_rss_mb"} <= set(
+        w["results"][1]
+    )
+    assert 0 < w["results"][1]["alignment_share"] < 1 and w["results"][1]["peak_rss_mb"] > 0
+    assert set(w["landmarks_ms_per_chunk"]) == {"dlib", "torch"}
     step = w["env_step"]
     assert step["backward_passes"] == 1 + len(step["keep"]) and step["num_envs"] >= 1
     assert {"step_ms", "score_ms", "score_with_directions_ms", "directions_ms"} <= set(step)
     i = json.loads(identity.read_text())
     assert {"batch", "rounds", "speedup", "speedup_1_thread", "parity_max_l2", "torch_threads"} <= set(i)
     assert i["parity_max_l2"] < 1e-4  # the port still matches dlib-bin
+    s = json.loads(sac.read_text())
+    assert s["rounds"] == 2 and s["ours_updates_per_s"] > 0 and s["sb3_updates_per_s"] > 0
+    assert (s["obs_dim"], s["act_dim"], s["batch"], s["hidden"]) == (6, 2, 16, [8, 8])
+    e = json.loads(editors.read_text())
+    assert [r["editor"] for r in e["editors"]] == ["random_walk", "local_linear_walk"]
+    for r in e["editors"]:
+        assert r["edits"] == 5 and r["world_calls_per_edit"] > 0  # one face x the protocol's five targets
+        assert (r["world_calls_per_success"] is None) == (r["success_rate"] == 0)
     out = tmp_path / "measurements.md"
     _run("experiments/measurements.py", "--bench", str(tmp_path), "--out", str(out))
     page = out.read_text()
     assert "| 3 |" in page and f"{i['speedup']:.1f}×" in page
     assert "One batched env step of the default MDP" in page
+    assert f"**{s['speedup']:.2f}×**" in page and "| local_linear_walk |" in page
+    assert f"| SAC updates/s vs stable-baselines3 | {s['speedup']:.2f} | ≥ 2 |" in page
+    assert "| world.score / networks' forward | not measured |" in page  # measured at batch 32 only

@@ -228,9 +228,9 @@ class SACModule(L.LightningModule):
     def configure_optimizers(self):
         # Adam with PyTorch defaults for all three, as cleanrl and SB3.
         return [
-            torch.optim.Adam(self.actor.parameters(), lr=self.cfg.policy_lr),
-            torch.optim.Adam(self.critic.parameters(), lr=self.cfg.q_lr),
-            torch.optim.Adam([self.log_alpha], lr=self.cfg.alpha_lr),
+            torch.optim.Adam(self.actor.parameters(), lr=self.cfg.policy_lr, fused=True),
+            torch.optim.Adam(self.critic.parameters(), lr=self.cfg.q_lr, fused=True),
+            torch.optim.Adam([self.log_alpha], lr=self.cfg.alpha_lr, fused=True),
         ]
 
     def train_dataloader(self) -> DataLoader:
