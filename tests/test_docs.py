@@ -1,8 +1,10 @@
 """README's claims that point into the suite stay true: every row of "When something goes wrong" names a
-test that exists, so a renamed or deleted test cannot leave a row without its check."""
+test that exists, so a renamed or deleted test cannot leave a row without its check, and every message it
+quotes still contains text the package writes, so a reworded error cannot leave a stale quote."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -27,3 +29,42 @@ def test_every_failure_row_names_a_test_that_exists():
             if not re.search(rf"^def {name}\(", source, re.MULTILINE):
                 missing.append(f"{path}::{name}")
     assert not missing, f"README names tests that do not exist: {missing}"
+
+
+def _message_fragments(min_len: int = 12) -> set[str]:
+    """The literal text of every string the package builds (plain, f-string parts, %-format parts), cut at
+    placeholders and line breaks: what a message quoted from a run must contain some piece of."""
+    pieces: set[str] = set()
+    for path in (ROOT / "agelatent").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                texts = [node.value]
+            elif isinstance(node, ast.JoinedStr):
+                texts = [v.value for v in node.values if isinstance(v, ast.Constant)]
+            else:
+                continue
+            for text in texts:
+                for piece in re.split(r"\s*\n\s*|%[sdr]", text):
+                    piece = piece.strip(" :;,.()")
+                    if len(piece) >= min_len:
+                        pieces.add(piece)
+    return pieces
+
+
+def test_every_quoted_failure_message_is_text_the_code_writes():
+    fragments = _message_fragments()
+    quoted = 0
+    stale = []
+    for row in failure_table_rows()[2:]:
+        message_column = re.split(r"(?<!\\)\|", row)[2]
+        spans = re.findall(r"``(.+?)``|`([^`]+)`", message_column)
+        message = " ".join(
+            m for a, b in spans if " " in (m := a or b) and len(m) >= 20
+        )  # not a path or value
+        if not message:
+            continue  # the row describes an outcome (a FAILED.txt, an exit status), quotes no message
+        quoted += 1
+        if not any(fragment in message for fragment in fragments):
+            stale.append(message[:100])
+    assert quoted >= 100
+    assert not stale, f"README quotes messages the code no longer writes: {stale}"
