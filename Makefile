@@ -38,12 +38,13 @@ train: models  ## train the SAC age-editing policy on the embedded world (timing
 	$(BIN)/agelatent-train $(ARGS)
 
 bench: models  ## benchmarks -> results/bench/*.json + report.md: world.score by batch vs its networks, env step, SAC vs SB3, editors, identity port
-	@mkdir -p results/bench
-	$(BIN)/python experiments/bench_world.py --json results/bench/world.json
-	$(BIN)/python experiments/bench_sac.py --json results/bench/sac.json
-	$(BIN)/python experiments/bench_editors.py --json results/bench/editors.json
-	$(BIN)/python experiments/bench_identity.py --json results/bench/identity.json
-	$(BIN)/python experiments/measurements.py --bench results/bench --out results/bench/report.md
+	$(BIN)/agelatent-bench --out results/bench $(ARGS)
+
+PHOTO ?=
+TARGETS ?= +20,-20,70
+edit: models  ## age the faces in PHOTO (a photo or a folder) towards TARGETS (ages, or +N/-N years) -> results/edit/<run>/ (PNG, CSV)
+	@test -n "$(PHOTO)" || { echo "make edit needs PHOTO=<a photo or a folder of photos>"; exit 2; }
+	$(BIN)/agelatent-edit photo="$(PHOTO)" 'targets="$(TARGETS)"' $(ARGS)
 
 measurements: install  ## regenerate docs/measurements.md from results/bench, RUN=runs/<name>, EVAL="results/eval/<name> ..." and CURVES=results/curves/<name>
 	$(BIN)/python experiments/measurements.py $(if $(RUN),--run $(RUN)) $(if $(EVAL),--eval $(EVAL)) $(if $(CURVES),--curves $(CURVES))

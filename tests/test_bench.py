@@ -19,29 +19,8 @@ def _run(*args: str) -> None:
 
 @pytest.mark.slow
 def test_the_benches_write_their_reports(tmp_path, model_files):
-    world, identity = tmp_path / "world.json", tmp_path / "identity.json"
-    _run(
-        "experiments/bench_world.py",
-        "--batches",
-        "1",
-        "3",
-        "--seconds",
-        "0.01",
-        "--threads",
-        "1",
-        "--json",
-        str(world),
-    )
-    _run("experiments/bench_identity.py", "--batch", "2", "--rounds", "1", "--json", str(identity))
-    sac, editors = tmp_path / "sac.json", tmp_path / "editors.json"
-    _run(
-        "experiments/bench_sac.py", "--obs-dim", "6", "--act-dim", "2", "--batch", "16", "--hidden", "8", "8",
-        "--updates", "3", "--rounds", "2", "--threads", "1", "--json", str(sac),
-    )  # fmt: skip
-    _run(
-        "experiments/bench_editors.py", "--faces", "1", "--editors", "random_walk", "local_linear_walk",
-        "--threads", "1", "--json", str(editors),
-    )  # fmt: skip
+    _run("-m", "agelatent.cli.bench", "--quick", "--out", str(tmp_path))  # every bench, tiny settings
+    world, identity, sac, editors = (tmp_path / f"{n}.json" for n in ("world", "identity", "sac", "editors"))
     w = json.loads(world.read_text())
     assert [r["batch"] for r in w["results"]] == [1, 3]
     assert set(w["results"][0]["stages_ms_per_chunk"]) == {
@@ -66,8 +45,7 @@ def test_the_benches_write_their_reports(tmp_path, model_files):
     for r in e["editors"]:
         assert r["edits"] == 5 and r["world_calls_per_edit"] > 0  # one face x the protocol's five targets
         assert (r["world_calls_per_success"] is None) == (r["success_rate"] == 0)
-    out = tmp_path / "measurements.md"
-    _run("experiments/measurements.py", "--bench", str(tmp_path), "--out", str(out))
+    out = tmp_path / "report.md"  # written by agelatent-bench
     page = out.read_text()
     assert "| 3 |" in page and f"{i['speedup']:.1f}×" in page
     assert "One batched env step of the default MDP" in page

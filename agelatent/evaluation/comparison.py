@@ -48,7 +48,15 @@ from agelatent.reports.grids import edit_grid
 from agelatent.reports.tables import protocol_note, write_edits_csv, write_table
 from agelatent.runs import RunDir
 
-__all__ = ["EDITORS", "EVALUATOR_KINDS", "evaluate", "validate"]
+__all__ = [
+    "EDITORS",
+    "EVALUATOR_KINDS",
+    "editor_env_config",
+    "evaluate",
+    "make_editor",
+    "validate",
+    "validate_editors",
+]
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +109,6 @@ def validate(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, Path | None]:
     from agelatent.world import check_run_settings, perception_class
 
     check_run_settings(cfg)
-    unknown = [e for e in cfg.editors if e not in EDITORS]
-    if unknown:
-        raise ValueError(f"editors: unknown {unknown}; choose from {list(EDITORS)}")
-    if "sac_policy" in cfg.editors and not cfg.policy:
-        raise ValueError(
-            "editors includes sac_policy but policy is null: set policy=runs/<name> (a training run)"
-        )
     check_protocol(cfg.protocol, perception_class(cfg).age_range, "protocol")
     for name, spec in (cfg.get("evaluator") or {}).items():
         if spec.get("kind") not in EVALUATOR_KINDS:
@@ -116,6 +117,19 @@ def validate(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, Path | None]:
             )
         if spec.kind == "independent_age" and not spec.min_years > 0:
             raise ValueError(f"evaluator.{name}.min_years must be > 0, got {spec.min_years}")
+    return validate_editors(cfg)
+
+
+def validate_editors(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, Path | None]:
+    """The editors' part of :func:`validate` (also ``agelatent-edit``'s): known names, the policy when
+    ``sac_policy`` is asked for, the baselines' settings, and the MDP they run under."""
+    unknown = [e for e in cfg.editors if e not in EDITORS]
+    if unknown:
+        raise ValueError(f"editors: unknown {unknown}; choose from {list(EDITORS)}")
+    if "sac_policy" in cfg.editors and not cfg.policy:
+        raise ValueError(
+            "editors includes sac_policy but policy is null: set policy=runs/<name> (a training run)"
+        )
     ckpt, mdp_source = None, cfg
     if cfg.policy:
         run, ckpt = RunDir.of_policy(cfg.policy)

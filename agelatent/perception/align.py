@@ -81,6 +81,7 @@ __all__ = [
     "extract_chips",
     "extract_chips_upsampled",
     "face_chip_details",
+    "fit_similarity",
     "rescale_landmarks",
     "resize_bicubic",
 ]
@@ -192,13 +193,7 @@ def face_chip_details(landmarks, size: int, padding: float = DEFAULT_PADDING) ->
     pad = float(padding)
     template = (torch.tensor(MEAN_FACE_5, dtype=torch.float64) + pad) / (2 * pad + 1) * size  # [5, 2]
 
-    # Least-squares similarity template -> landmarks (Umeyama; in 2-D the closed form below, written with
-    # complex numbers z -> a z + b, gives the same optimum for the proper-rotation case dlib returns).
-    src = template - template.mean(0)
-    dst = lm - lm.mean(1, keepdim=True)
-    zs = torch.complex(src[:, 0], src[:, 1])  # [5]
-    zd = torch.complex(dst[..., 0], dst[..., 1])  # [B, 5]
-    a = (zs.conj() * zd).sum(-1) / (zs.abs() ** 2).sum()  # [B]
+    a, _ = fit_similarity(template, lm)
     angle = torch.atan2(a.imag, a.real)
     scale = a.abs()
     # image position of the template's (size/2, size/2)
@@ -210,6 +205,19 @@ def face_chip_details(landmarks, size: int, padding: float = DEFAULT_PADDING) ->
     half = (size * scale - 1) / 2  # centered_drect(p, w, h) spans p -/+ (w - 1)/2
     rect = torch.stack([centre.real - half, centre.imag - half, centre.real + half, centre.imag + half], -1)
     return ChipDetails(rect=rect, angle=angle, size=size)
+
+
+def fit_similarity(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares similarity ``src [P, 2] -> dst [B, P, 2]`` as complex ``z -> a z + b`` (``a``, ``b``:
+    ``[B]`` complex128). Umeyama's solution; in 2-D this closed form is its optimum for the proper-rotation
+    case (dlib's, and every face's: a reflection never fits one)."""
+    src, dst = src.to(torch.float64), dst.to(torch.float64)
+    ms, md = src.mean(0), dst.mean(1)
+    zs = torch.complex(src[:, 0] - ms[0], src[:, 1] - ms[1])  # [P]
+    zd = torch.complex(dst[..., 0] - md[:, None, 0], dst[..., 1] - md[:, None, 1])  # [B, P]
+    a = (zs.conj() * zd).sum(-1) / (zs.abs() ** 2).sum()
+    b = torch.complex(md[:, 0], md[:, 1]) - a * torch.complex(ms[0], ms[1])
+    return a, b
 
 
 # ----------------------------------------------------------------------------------------------------------
