@@ -5,7 +5,7 @@ its sweep directory.
 Every job of the sweep is one evaluation of one editor under one setting of its knobs. The jobs are ranked
 by the sweep's ``optimized_metric`` (an ``<editor>/<metric>`` of the results, higher is better), ties broken
 by fewer world calls per edit. Writes ``tuning.md`` / ``tuning.csv`` (every job, best first) and
-``best.yaml`` (the winning overrides, to copy into ``conf/eval.yaml``'s ``editor_settings``) into the
+``best.yaml`` (the winning overrides, to copy into ``conf/editor_settings/default.yaml``) into the
 sweep directory. A failed job is listed as ``FAILED`` with its error's first line and never wins.
 
     python experiments/tuning.py results/tune/local_linear_walk

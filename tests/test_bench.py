@@ -45,6 +45,9 @@ def test_the_benches_write_their_reports(tmp_path, model_files):
     for r in e["editors"]:
         assert r["edits"] == 5 and r["world_calls_per_edit"] > 0  # one face x the protocol's five targets
         assert (r["world_calls_per_success"] is None) == (r["success_rate"] == 0)
+    ph = json.loads((tmp_path / "photos.json").read_text())
+    assert [p["photo"] for p in ph["photos"]] == ["astronaut.png"] and ph["faces"] == 1
+    assert len(ph["edit_age_error"]) == ph["photos"][0]["edits"] and ph["seconds_per_face"] > 0
     out = tmp_path / "report.md"  # written by agelatent-bench
     page = out.read_text()
     assert "| 3 |" in page and f"{i['speedup']:.1f}×" in page
@@ -52,3 +55,4 @@ def test_the_benches_write_their_reports(tmp_path, model_files):
     assert f"**{s['speedup']:.2f}×**" in page and "| local_linear_walk |" in page
     assert f"| SAC updates/s vs stable-baselines3 | {s['speedup']:.2f} | ≥ 2 |" in page
     assert "| world.score / networks' forward | not measured |" in page  # measured at batch 32 only
+    assert "| astronaut.png | 1 |" in page

@@ -3,7 +3,7 @@
     agelatent-bench [--out results/bench] [--quick]
 
 Runs the repository's ``experiments/bench_*.py`` scripts, each in its own process (so one bench's memory and
-threads never colour the next), writing ``world.json``, ``sac.json``, ``editors.json`` and ``identity.json``
+threads never colour the next), writing ``world.json``, ``sac.json``, ``editors.json``, ``identity.json`` and ``photos.json``
 into ``--out``, then ``report.md`` there (``experiments/measurements.py``: the figures and the performance
 targets, met or missed). ``--quick``: the tiny settings the test suite uses (seconds, not minutes; the numbers
 are then meaningless, the report's structure is not). The scripts live in the checkout, not in the installed
@@ -46,6 +46,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     ),  # fmt: skip
     "editors": ([], ["--faces", "1", "--editors", "random_walk", "local_linear_walk", "--threads", "1"]),
     "identity": ([], ["--batch", "2", "--rounds", "1"]),
+    "photos": ([], ["--steps", "2", "--restarts", "1", "--limit", "1", "--threads", "1"]),
 }
 
 
