@@ -33,7 +33,7 @@ def test_every_failure_row_names_a_test_that_exists():
 
 def _message_fragments(min_len: int = 12) -> set[str]:
     """The literal text of every string the package builds (plain, f-string parts, %-format parts), cut at
-    placeholders and line breaks: what a message quoted from a run must contain some piece of."""
+    placeholders, line breaks and clause ends: what a message quoted from a run must contain some piece of."""
     pieces: set[str] = set()
     for path in (ROOT / "agelatent").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -44,7 +44,8 @@ def _message_fragments(min_len: int = 12) -> set[str]:
             else:
                 continue
             for text in texts:
-                for piece in re.split(r"\s*\n\s*|%[sdr]", text):
+                coarse = re.split(r"\s*\n\s*|%[sdr]", text)  # at placeholders and lines, then also at clauses
+                for piece in coarse + [c for part in coarse for c in re.split(r"[;:.]\s+", part)]:
                     piece = piece.strip(" :;,.()")
                     if len(piece) >= min_len:
                         pieces.add(piece)
