@@ -9,7 +9,8 @@ hidden sizes, batch size, thread count, automatic entropy tuning, and the replay
 buffer's transitions are copied into SB3's). Our updates run inside a real ``Trainer.fit`` (Lightning's
 manual optimisation included); after each of our rounds of ``--updates`` updates, SB3 runs as many through
 its public ``SAC.train(gradient_steps, batch_size)``, so the rounds alternate in one process and both sides
-see the same machine load. The environment is a stand-in that returns random transitions: only the updates
+see the same machine load; our last round runs under torch.profiler, and the share of its time in matrix
+multiplies (the work SB3 does too) is reported: it bounds what any overhead cut can gain. The environment is a stand-in that returns random transitions: only the updates
 are timed. stable-baselines3 is a dev-only dependency (``.[dev]``); the package never imports it.
 """
 
@@ -31,6 +32,8 @@ from agelatent.config import compose_config
 from agelatent.env.batched import StepResult
 
 _NUM_ENVS = 32
+#: the dense layers' kernels: the work both implementations must do (same sizes, same batch)
+MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm")
 
 
 class _RandomTransitions:
@@ -112,7 +115,19 @@ class _Alternate(L.Callback):
         self._updates_before = 0
         self._seconds = 0.0
 
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if module.env_steps >= module.cfg.total_env_steps - module.env.num_envs:  # the last round: profiled
+            self._profile = torch.profiler.profile()
+            self._profile.__enter__()
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if getattr(self, "_profile", None) is not None:
+            self._profile.__exit__(None, None, None)
+            events = self._profile.key_averages()
+            total = sum(e.self_cpu_time_total for e in events)
+            matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
+            self.matmul_share = matmul / total
+            self._profile = None
         done = module.num_updates - self._updates_before
         if done == 0:
             return
@@ -161,6 +176,8 @@ def run(obs_dim: int, act_dim: int, batch: int, hidden: list[int], updates: int,
         "ours_updates_per_s": statistics.median(ours),
         "sb3_updates_per_s": statistics.median(sb3),
         "speedup": statistics.median(o / s for o, s in zip(ours, sb3, strict=True)),
+        # share of our last round's CPU time in matrix multiplies (torch.profiler): what no overhead cut removes
+        "matmul_share": alternate.matmul_share,
     }
 
 

@@ -54,5 +54,6 @@ def test_the_benches_write_their_reports(tmp_path, model_files):
     assert "One batched env step of the default MDP" in page
     assert f"**{s['speedup']:.2f}×**" in page and "| local_linear_walk |" in page
     assert f"| SAC updates/s vs stable-baselines3 | {s['speedup']:.2f} | ≥ 2 |" in page
+    assert 0 < s["matmul_share"] < 1
     assert "| world.score / networks' forward | not measured |" in page  # measured at batch 32 only
     assert "| astronaut.png | 1 |" in page
