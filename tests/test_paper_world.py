@@ -240,3 +240,29 @@ def test_missing_files_name_the_config_key(files, tmp_path):
     nowhere = tmp_path / "nowhere" / "genderage.onnx"
     with pytest.raises(InstantiationException, match=r"perception\.genderage_path=.*nowhere.*no such file"):
         build_world(compose_config("sample", [*overrides(files), f"perception.genderage_path={nowhere}"]))
+
+
+def test_edit_runs_on_the_paper_world_with_a_given_template(files, tmp_path):
+    """agelatent-edit's code path on StyleGAN2 + insightface (stand-ins): a real photo detected, aligned with
+    an explicit template (random weights make no faces to measure one from), inverted, edited, written."""
+    import csv
+
+    import skimage.data
+    from PIL import Image
+
+    from agelatent.cli.edit import run as edit_run
+
+    Image.fromarray(skimage.data.astronaut()).save(tmp_path / "astronaut.png")
+    template = "[[0.62,0.40],[0.55,0.40],[0.38,0.40],[0.45,0.40],[0.50,0.58]]"
+    cfg = cpu_config(
+        "edit", *overrides(files), f"photo={tmp_path / 'astronaut.png'}", f"template={template}",
+        "inversion.steps=2", "inversion.restarts=1", "inversion.identity_weight=0", "targets=[40]",
+        "editors=[random_walk]", "paste_back=false",
+    )  # fmt: skip
+    rows = edit_run(cfg, tmp_path / "out")
+    assert len(rows) == 1 and rows[0]["target"] == "40"
+    with open(tmp_path / "out" / "edits.csv") as f:
+        assert len(list(csv.DictReader(f))) == 1
+    assert (tmp_path / "out" / "astronaut_face0.png").is_file()
+    with pytest.raises(ValueError, match=r"template must be null .* got"):
+        edit_run(cpu_config("edit", f"photo={tmp_path / 'astronaut.png'}", "template=[[0.5,0.5]]"), tmp_path)

@@ -113,6 +113,14 @@ def validate(cfg: DictConfig):
         or cfg.template_faces < 4
     ):
         raise ValueError(f"template_faces must be an integer >= 4, got {cfg.template_faces!r}")
+    template = cfg.get("template")
+    if template is not None:
+        points = np.asarray(list(template), dtype=object)
+        if points.shape != (5, 2) or not all(isinstance(v, int | float) and 0 <= v <= 1 for v in points.flat):
+            raise ValueError(
+                "template must be null (measure it from the generator's samples) or five [x, y] pairs of "
+                f"fractions of the image in [0, 1], in the five-point predictor's order, got {template!r}"
+            )
     if not (isinstance(cfg.min_detection_score, int | float) and math.isfinite(cfg.min_detection_score)):
         raise ValueError(f"min_detection_score must be a finite number, got {cfg.min_detection_score!r}")
     if not (isinstance(cfg.feather, int | float) and 0 < cfg.feather <= 1):
@@ -164,8 +172,11 @@ def run(cfg: DictConfig, out_dir: RunDir | Path) -> list[dict]:
     env_cfg, ckpt, targets, photos, settings = validate(cfg)
     world = build_world(cfg)
     perception = world.perception
-    template = generator_template(world, cfg.template_faces, int(cfg.splits.calibration))
     resolution = int(world.generator.resolution)
+    if cfg.get("template") is not None:  # given: fractions of the image -> its pixels (centres at integers)
+        template = np.asarray(cfg.template, dtype=np.float64) * resolution - 0.5
+    else:
+        template = generator_template(world, cfg.template_faces, int(cfg.splits.calibration))
     landmarker = FivePointLandmarker(work_size=None, backend="dlib")
     editors = {}
     rows: list[dict] = []
