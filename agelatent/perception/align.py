@@ -5,14 +5,15 @@ Three layers:
 * :class:`FivePointLandmarker`: dlib's ``shape_predictor`` (five-point model) over a batch of RGB images.
   Generated faces are centred, so a constant face rectangle replaces detection
   (:data:`GENERATED_FACE_WORK_SIZE`, :data:`GENERATED_FACE_RECT`); :meth:`FivePointLandmarker.detect` runs
-  dlib's HOG frontal face detector instead, for real photos. dlib is per image, so this is a Python loop
-  (measured, one CPU thread: the predictor 0.4 ms per image; 2.2 ms per 64x64 generated face including the
-  bicubic upsampling to 256 and the uint8 conversion); everything after it is batched.
+  dlib's HOG frontal face detector instead, for real photos. The predictor runs in dlib-bin (per image, a
+  Python loop; measured, one CPU thread: 0.4 ms per image) or as the batched torch port of
+  :mod:`agelatent.perception.shape_predictor` (the same landmarks; ``backend``, :data:`LANDMARK_BACKENDS`).
 * :func:`face_chip_details`: the chip geometry of dlib's ``get_face_chip_details(shape, size, padding)``
   for a batch of five-point shapes -- the same ``rect`` and ``angle`` (to ~1e-12), computed in float64.
-* :func:`extract_chips`: ``[B, C, H, W]`` float images -> ``[B, C, S, S]`` chips with
-  ``affine_grid``/``grid_sample``, differentiable w.r.t. the images, batched, reproducing what dlib's
-  ``extract_image_chip`` (and so ``dlib.get_face_chip``) does with that geometry.
+* :func:`extract_chips`: ``[B, C, H, W]`` float images -> ``[B, C, S, S]`` chips with ``grid_sample``,
+  differentiable w.r.t. the images, batched, reproducing what dlib's ``extract_image_chip`` (and so
+  ``dlib.get_face_chip``) does with that geometry; :func:`extract_chips_upsampled` gives the chips of an
+  image's bicubic upsampling straight from the small image (each pyramid level a separable linear map).
 
 How dlib extracts a chip (facts from dlib's ``interpolation.h``/``image_pyramid.h``/``drectangle.h``) and
 how each is reproduced here:
