@@ -207,7 +207,7 @@ def run(cfg: DictConfig, out_dir: RunDir | Path) -> list[dict]:
                        out / f"{stem}_latent.pt")  # fmt: skip
             with torch.no_grad():
                 photo_scores = perception(crop[None].to(world.device))
-                recon_scores = world.score(inversion.latent[None])
+                recon_scores = perception(inversion.image[None])  # the inversion's own image
             recon_age = float(recon_scores.ages_years[0])
             ages = torch.tensor([t.resolve(recon_age, perception.age_range) for t in targets])
             recon_u8 = _u8((inversion.image + 1) * 127.5)

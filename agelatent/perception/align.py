@@ -713,32 +713,18 @@ class FivePointLandmarker:
 
     def _to_work_uint8(self, images) -> tuple[np.ndarray, tuple[int, int]]:
         """-> (``[B, h, w, 3]`` uint8 work images, (H, W) of the given images)."""
-        lo, hi = self.value_range
         if isinstance(images, np.ndarray):
             if images.ndim != 4 or images.shape[-1] != 3:
                 raise ValueError(f"images: expected a numpy array [B, H, W, 3] (RGB), got {images.shape}")
-            t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-        elif isinstance(images, torch.Tensor):
-            if images.ndim != 4 or images.shape[1] != 3:
-                raise ValueError(
-                    f"images: expected a torch tensor [B, 3, H, W] (RGB), got {tuple(images.shape)}"
-                )
-            t = images.detach()
-        else:
+            images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        elif not isinstance(images, torch.Tensor):
             raise ValueError(
                 f"images: expected a torch tensor [B, 3, H, W] or numpy [B, H, W, 3], got {type(images)}"
             )
-        given = (int(t.shape[2]), int(t.shape[3]))
-        if t.dtype == torch.uint8 or (lo, hi) == (0.0, 255.0):
-            scaled = t
-        else:
-            scaled = (t.float() - lo) * (255.0 / (hi - lo))
-        if self.work_size is not None and given != (self.work_size, self.work_size):
-            scaled = resize_bicubic(scaled.float(), self.work_size)
+        scaled, given = self._to_work(images)
         if scaled.dtype != torch.uint8:
             scaled = scaled.round().clamp_(0, 255).to(torch.uint8)
-        work = scaled.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-        return work, given
+        return scaled.permute(0, 2, 3, 1).contiguous().cpu().numpy(), given
 
     def _to_given(self, points: np.ndarray, given: tuple[int, int], work_hw: tuple[int, int]) -> torch.Tensor:
         if tuple(work_hw) == tuple(given):
@@ -766,19 +752,29 @@ class FivePointLandmarker:
         self.last_seconds_per_image = (time.perf_counter() - start) / max(len(work), 1)
         return self._to_given(points, given, work.shape[1:3])
 
+    def detect_all(
+        self, image: np.ndarray, upsample_num_times: int = 1, min_score: float = 0.0
+    ) -> list[tuple[dlib.rectangle, float, np.ndarray]]:
+        """Every face dlib's HOG frontal detector finds in one ``[H, W, 3]`` uint8 image with a score of at
+        least ``min_score`` (dlib's own cut is 0), as (box, score, landmarks ``[5, 2]`` in its pixels)."""
+        if self._detector is None:
+            self._detector = dlib.get_frontal_face_detector()
+        boxes, scores, _ = self._detector.run(image, upsample_num_times, float(min_score))
+        return [
+            (box, float(score), self._predict(image, box)) for box, score in zip(boxes, scores, strict=True)
+        ]
+
     def detect(self, images, upsample_num_times: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Real photos: dlib's HOG frontal face detector, then the predictor on the highest-scoring face.
 
         Returns (landmarks ``[B, 5, 2]`` float64, NaN where no face was found; found ``[B]`` bool).
         """
-        if self._detector is None:
-            self._detector = dlib.get_frontal_face_detector()
         work, given = self._to_work_uint8(images)
         points = np.full((len(work), 5, 2), np.nan)
         found = np.zeros(len(work), dtype=bool)
         for i, img in enumerate(work):
-            boxes, scores, _ = self._detector.run(img, upsample_num_times, 0.0)
-            if len(boxes):
-                points[i] = self._predict(img, boxes[int(np.argmax(scores))])
+            faces = self.detect_all(img, upsample_num_times)
+            if faces:
+                points[i] = max(faces, key=lambda f: f[1])[2]
                 found[i] = True
         return self._to_given(points, given, work.shape[1:3]), torch.from_numpy(found)

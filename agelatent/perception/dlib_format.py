@@ -499,18 +499,22 @@ def _read_layer_trailer(r: DlibReader, w: LayerSpec, version: int) -> None:
         r.read_tensor(f"{w.note} params_grad")
 
 
+def _read_dat(path: str | os.PathLike) -> tuple[bytes, str]:
+    """(the file's bytes, its name for error messages); an unreadable file is a :class:`DlibFormatError`."""
+    path = Path(path)
+    try:
+        return path.read_bytes(), str(path)
+    except OSError as err:
+        raise DlibFormatError(f"{path}: cannot read dlib model file ({err})") from err
+
+
 def read_face_resnet(path: str | os.PathLike) -> FaceResNetWeights:
     """Parse ``dlib_face_recognition_resnet_model_v1.dat`` (or a file of the same network) into numpy arrays.
 
     Raises :class:`DlibFormatError` (a ``ValueError``) naming the file, the byte offset and the mismatch when
     the file is truncated, corrupt, has trailing bytes, or holds a different network.
     """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise DlibFormatError(f"{path}: cannot read dlib model file ({err})") from err
-    return parse_face_resnet(data, name=str(path))
+    return parse_face_resnet(*_read_dat(path))
 
 
 def parse_face_resnet(data: bytes, name: str = "<bytes>") -> FaceResNetWeights:
@@ -728,12 +732,7 @@ def read_shape_predictor(path: str | os.PathLike) -> ShapePredictorWeights:
     :class:`DlibFormatError` naming the file and byte offset when the file is truncated, corrupt or holds
     something else (the face-recognition network, say); trees must be complete binary trees of one depth.
     """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise DlibFormatError(f"{path}: cannot read dlib model file ({err})") from err
-    return parse_shape_predictor(data, name=str(path))
+    return parse_shape_predictor(*_read_dat(path))
 
 
 def parse_shape_predictor(data: bytes, name: str = "<bytes>") -> ShapePredictorWeights:

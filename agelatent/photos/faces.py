@@ -1,9 +1,9 @@
 """Faces in photos: dlib's detector and five-point predictor, and the crop each generator was trained on.
 
 **Detection.** dlib's HOG frontal face detector (part of dlib-bin; no weights to fetch), run with one
-upsampling, keeping boxes scoring at least ``min_score`` (dlib's own cut is 0; on scikit-image's astronaut
-the face scores 1.16 and the mission patch on her suit 0.15, hence agelatent-edit's default 0.5), then the
-five-point predictor on every box. Faces whose box is narrower than
+upsampling, keeping boxes scoring at least ``min_score`` (dlib's own cut is 0, which on scikit-image's
+astronaut keeps the mission patch on her suit, 0.15, beside her face, 1.16; agelatent-edit's
+``min_detection_score`` sits between), then the five-point predictor on every box. Faces whose box is narrower than
 ``min_face_px`` are refused by name: the generator would be asked to reproduce a face it can barely see.
 
 **The generator's crop.** Faces are aligned the way the generator's own faces are: by the least-squares
@@ -60,23 +60,18 @@ def detect_faces(
     """Every frontal face in ``photo [H, W, 3]`` uint8 with a detector score of at least ``min_score``,
     largest first. Raises :class:`PhotoError` when there is none, or when every face found is smaller than
     ``min_face_px`` (naming their sizes)."""
-    import dlib
-
-    if landmarker._detector is None:
-        landmarker._detector = dlib.get_frontal_face_detector()
-    boxes, scores, _ = landmarker._detector.run(photo, 1, float(min_score))
-    if not len(boxes):
+    found = landmarker.detect_all(photo, 1, min_score)
+    if not found:
         raise PhotoError(
             f"{name}: no face found (dlib's frontal face detector; faces must be roughly frontal and at least "
             f"~40 pixels wide). Use a photo with a visible frontal face."
         )
     faces, small = [], []
-    for box, score in sorted(zip(boxes, scores, strict=True), key=lambda bs: -bs[0].width()):
+    for box, score, points in sorted(found, key=lambda f: -f[0].width()):
         if box.width() < min_face_px:
             small.append(box.width())
             continue
-        points = landmarker._predict(photo, box)
-        faces.append(DetectedFace((box.left(), box.top(), box.right(), box.bottom()), float(score), points))
+        faces.append(DetectedFace((box.left(), box.top(), box.right(), box.bottom()), score, points))
     if not faces:
         raise PhotoError(
             f"{name}: {len(small)} face(s) found, {max(small)} pixels wide at most, below min_face_px="
@@ -89,17 +84,20 @@ def generator_template(world, num_faces: int, first_seed: int) -> np.ndarray:
     """``[5, 2]``: the mean five-point landmarks of ``num_faces`` of the generator's samples (seeds
     ``first_seed ..``), in its output pixels (see the module docstring)."""
     perception = world.perception
+    recipe = hasattr(perception, "work_images") and hasattr(perception, "landmarks")
+    detector = (
+        None if recipe else FivePointLandmarker(work_size=None, value_range=(-1.0, 1.0), backend="dlib")
+    )
     found = []
     for start in range(first_seed, first_seed + num_faces, 32):
         z = world.sample_latents(range(start, min(start + 32, first_seed + num_faces)))
         with torch.no_grad():
             images = world.generate(z)
         size = images.shape[-2:]
-        if hasattr(perception, "work_images") and hasattr(perception, "landmarks"):
+        if recipe:
             work = perception.work_images(images)
             found.append(rescale_landmarks(perception.landmarks(work), tuple(work.shape[-2:]), tuple(size)))
         else:
-            detector = FivePointLandmarker(work_size=None, value_range=(-1.0, 1.0), backend="dlib")
             points, ok = detector.detect(images.cpu(), upsample_num_times=0)
             found.append(points[ok])
     points = torch.cat(found)
