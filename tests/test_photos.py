@@ -1,5 +1,5 @@
 """Real photos in and out (agelatent.photos, agelatent-edit): every file format handled or refused, detection
-counts, the alignment's geometry against dlib's own chips, inversion lowering its loss, the paste-back leaving
+counts, the alignments' geometry against dlib's own chips and against the FFHQ recipe's PIL transform, inversion lowering its loss, the paste-back leaving
 the rest of the photo alone, and the CLI writing its PNG and CSV. Photos: scikit-image's astronaut (Eileen
 Collins) and its LFW subset (25x25 faces: too small to detect)."""
 
@@ -20,7 +20,14 @@ from agelatent.cli.edit import parse_targets
 from agelatent.cli.edit import run as edit_run
 from agelatent.perception.align import DEFAULT_PADDING, MEAN_FACE_5, FivePointLandmarker, face_chip_details
 from agelatent.photos import PhotoError, list_photos, load_photo
-from agelatent.photos.faces import align_face, detect_faces, generator_template
+from agelatent.photos.faces import (
+    align_face,
+    detect_faces,
+    ffhq_padded,
+    ffhq_quad,
+    generator_template,
+    sixty_eight_point_predictor,
+)
 from agelatent.photos.invert import InversionSettings, invert
 from agelatent.photos.paste import paste_back
 
@@ -118,7 +125,7 @@ def test_alignment_cuts_the_chip_dlib_cuts(astronaut, landmarker):
     (face,) = _faces(astronaut, landmarker)
     size, pad = 150, DEFAULT_PADDING
     template = (np.array(MEAN_FACE_5) + pad) / (2 * pad + 1) * size
-    aligned = align_face(astronaut, face, template, size)
+    aligned = align_face(astronaut, face, size, template=template)
     dlib_map = face_chip_details(face.landmarks[None], size, pad).chip_to_image()[0].numpy()
     corners = np.array([[0, 0, 1], [size - 1, 0, 1], [0, size - 1, 1], [size - 1, size - 1, 1]], float).T
     assert np.abs(aligned.crop_to_photo @ corners - dlib_map @ corners).max() < 1.0
@@ -129,12 +136,75 @@ def test_alignment_cuts_the_chip_dlib_cuts(astronaut, landmarker):
     assert np.abs(aligned.crop.permute(1, 2, 0).numpy() - chip.astype(np.float64)).mean() < 6.0
 
 
+def _pil_quad_crop(photo: np.ndarray, quad: np.ndarray, size: int) -> np.ndarray:
+    """The FFHQ recipe's resampling: PIL's QUAD transform of the quad (+0.5: PIL puts pixel centres at
+    half-integers) at 4x the size, then a Lanczos resize."""
+    big = Image.fromarray(photo).transform(
+        (4 * size, 4 * size), Image.Transform.QUAD, tuple((quad + 0.5).flatten()), Image.Resampling.BILINEAR
+    )
+    return np.asarray(big.resize((size, size), Image.Resampling.LANCZOS)).astype(np.float32)
+
+
+def test_the_ffhq_alignment_cuts_the_recipes_crop(astronaut, landmarker):
+    """FFHQ's crop from dlib's 68 landmarks: an upright square around the face (eyes above the centre,
+    mouth below), sampled where PIL's QUAD transform samples it -- a mean 0.65 gray levels apart at 256
+    (resampling: our averaged bilinear samples vs PIL's bilinear + Lanczos), while the same quad moved by
+    half a photo pixel is 3.5 apart: the geometry is right to well under a pixel."""
+    predictor = sixty_eight_point_predictor()
+    (face,) = _faces(astronaut, landmarker, predictor68=predictor)
+    assert face.landmarks68.shape == (68, 2)
+    quad = ffhq_quad(face.landmarks68)
+    x_axis, y_axis = quad[3] - quad[0], quad[1] - quad[0]
+    assert abs(x_axis @ y_axis) < 1e-9 and np.isclose(np.hypot(*x_axis), np.hypot(*y_axis))
+    assert abs(math.atan2(x_axis[1], x_axis[0])) < 0.1  # her head is upright
+    eyes, mouth = face.landmarks68[36:48].mean(0), face.landmarks68[48:68].mean(0)
+    centre = quad.mean(0)
+    assert eyes[1] < centre[1] < mouth[1] and abs(centre[0] - (eyes[0] + mouth[0]) / 2) < 5
+    size = 256
+    aligned = align_face(astronaut, face, size, alignment="ffhq")
+    ours = aligned.crop.permute(1, 2, 0).numpy()
+    assert np.abs(ours - _pil_quad_crop(astronaut, quad, size)).mean() < 1.0
+    moved = _pil_quad_crop(astronaut, quad + np.array([0.5, 0.0]), size)
+    assert np.abs(ours - moved).mean() > 2.5
+    with pytest.raises(ValueError, match=r"ffhq alignment needs the face's 68 landmarks"):
+        align_face(astronaut, _faces(astronaut, landmarker)[0], size, alignment="ffhq")
+    with pytest.raises(ValueError, match=r"alignment must be one of"):
+        align_face(astronaut, face, size, alignment="celeba")
+
+
+def test_the_ffhq_padding_mirrors_blurs_and_fades_to_the_median(astronaut, landmarker):
+    """A face near the photo's corner: FFHQ's square reaches past the border, so the photo is mirrored
+    outwards; the photo's own pixels away from its edge stay as they were, and the band's outer edge is the
+    photo's median colour. A face well inside is only cropped."""
+    predictor = sixty_eight_point_predictor()
+    (inside,) = _faces(astronaut, landmarker, predictor68=predictor)
+    quad = ffhq_quad(inside.landmarks68)
+    image, offset = ffhq_padded(astronaut, quad)
+    x0, y0 = offset.astype(int)
+    assert np.array_equal(image, astronaut[y0 : y0 + image.shape[0], x0 : x0 + image.shape[1]])
+    corner = np.ascontiguousarray(astronaut[40:, 120:])  # her face near the top-left corner
+    (face,) = _faces(corner, landmarker, predictor68=predictor)
+    quad = ffhq_quad(face.landmarks68)
+    assert quad[:, 1].min() < 0  # the square leaves the photo at the top
+    image, offset = ffhq_padded(corner, quad)
+    dx, dy = -offset.astype(int)
+    assert dx > 0 and dy > 0 and np.isfinite(image).all()
+    side = np.hypot(*(quad[3] - quad[0]))
+    keep = int(np.ceil(side * 0.3 / 3)) + 2  # the blur reaches a third of the band into the photo
+    region = image[dy + keep : dy + 150, dx + keep : dx + 150]
+    assert np.array_equal(region, corner[keep:150, keep:150].astype(np.float32))
+    median = np.median(image, axis=(0, 1))
+    assert np.allclose(image[0, 0], median, atol=1e-3) and np.allclose(image[-1, -1], median, atol=1e-3)
+    crop = align_face(corner, face, 64, alignment="ffhq").crop
+    assert crop.shape == (3, 64, 64) and torch.isfinite(crop).all()
+
+
 def test_the_generators_template_and_inversion_lowering_its_loss(world, astronaut, landmarker):
     template = generator_template(world, 16, 3_000_000)
     assert template.shape == (5, 2) and (template > 0).all() and (template < 63).all()
     assert template[0, 0] > template[2, 0]  # the subject's left eye (image right) first, as dlib orders
     (face,) = _faces(astronaut, landmarker)
-    crop = align_face(astronaut, face, template, 64).crop / 127.5 - 1
+    crop = align_face(astronaut, face, 64, template=template).crop / 127.5 - 1
     settings = InversionSettings(
         steps=12, restarts=2, lr=0.05, pixel_weight=1.0, identity_weight=1.0, prior_weight=0.1, seed=0
     )
@@ -150,7 +220,7 @@ def test_the_generators_template_and_inversion_lowering_its_loss(world, astronau
 def test_paste_back_keeps_the_photo_outside_the_face(astronaut, landmarker):
     (face,) = _faces(astronaut, landmarker)
     template = (np.array(MEAN_FACE_5) + 0.25) / 1.5 * 64
-    aligned = align_face(astronaut, face, template, 64)
+    aligned = align_face(astronaut, face, 64, template=template)
     edited = torch.full((3, 64, 64), 255.0)
     out = paste_back(astronaut, edited, aligned.crop, aligned.crop_to_photo, feather=0.2)
     assert out.shape == astronaut.shape and out.dtype == np.uint8

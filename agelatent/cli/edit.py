@@ -113,6 +113,13 @@ def validate(cfg: DictConfig):
         or cfg.template_faces < 4
     ):
         raise ValueError(f"template_faces must be an integer >= 4, got {cfg.template_faces!r}")
+    from agelatent.photos.faces import ALIGNMENTS
+
+    if cfg.alignment not in ("auto", *ALIGNMENTS):
+        raise ValueError(
+            f"alignment must be auto or one of {', '.join(ALIGNMENTS)} (agelatent/photos/faces.py), "
+            f"got {cfg.alignment!r}"
+        )
     template = cfg.get("template")
     if template is not None:
         points = np.asarray(list(template), dtype=object)
@@ -162,7 +169,12 @@ def run(cfg: DictConfig, out_dir: RunDir | Path) -> list[dict]:
     from agelatent.evaluation.comparison import editor_env_config, make_editor
     from agelatent.perception.align import FivePointLandmarker
     from agelatent.photos import PhotoError, load_photo
-    from agelatent.photos.faces import align_face, detect_faces, generator_template
+    from agelatent.photos.faces import (
+        align_face,
+        detect_faces,
+        generator_template,
+        sixty_eight_point_predictor,
+    )
     from agelatent.photos.invert import invert
     from agelatent.photos.paste import paste_back
     from agelatent.world import build_world
@@ -173,84 +185,100 @@ def run(cfg: DictConfig, out_dir: RunDir | Path) -> list[dict]:
     world = build_world(cfg)
     perception = world.perception
     resolution = int(world.generator.resolution)
-    if cfg.get("template") is not None:  # given: fractions of the image -> its pixels (centres at integers)
+    alignment = cfg.alignment
+    if alignment == "auto":
+        alignment = getattr(world.generator, "photo_alignment", "template")
+    template, predictor68 = None, None
+    if alignment == "ffhq":
+        predictor68 = sixty_eight_point_predictor()
+    elif cfg.get("template") is not None:  # given: fractions of the image -> its pixels (centres at integers)
         template = np.asarray(cfg.template, dtype=np.float64) * resolution - 0.5
     else:
         template = generator_template(world, cfg.template_faces, int(cfg.splits.calibration))
+    log.info("alignment: %s", alignment)
     landmarker = FivePointLandmarker(work_size=None, backend="dlib")
     editors = {}
     rows: list[dict] = []
     skipped: list[str] = []
-    for photo_path in photos:
-        try:
-            photo = load_photo(photo_path)
-            faces = detect_faces(
-                photo,
-                landmarker,
-                min_face_px=cfg.min_face_px,
-                min_score=cfg.min_detection_score,
-                name=str(photo_path),
-            )
-        except PhotoError as err:
-            log.warning("%s", err)
-            skipped.append(str(err))
-            continue
-        log.info("%s: %d face(s)", photo_path, len(faces))
-        for k, face in enumerate(faces):
-            aligned = align_face(photo, face, template, resolution)
-            crop = aligned.crop / 127.5 - 1  # the generator's range
-            with Progress(transient=True) as bar:
-                task = bar.add_task(f"inverting {photo_path.name} face {k}", total=settings.steps)
+    with Progress(transient=True) as bar:
+        photos_task = bar.add_task("photos", total=len(photos))
+        for photo_path in photos:
+            bar.update(photos_task, description=f"photo {photo_path.name}")
+            try:
+                photo = load_photo(photo_path)
+                faces = detect_faces(
+                    photo,
+                    landmarker,
+                    min_face_px=cfg.min_face_px,
+                    min_score=cfg.min_detection_score,
+                    name=str(photo_path),
+                    predictor68=predictor68,
+                )
+            except PhotoError as err:
+                log.warning("%s", err)
+                skipped.append(str(err))
+                bar.advance(photos_task)
+                continue
+            log.info("%s: %d face(s)", photo_path, len(faces))
+            for k, face in enumerate(faces):
+                aligned = align_face(photo, face, resolution, alignment=alignment, template=template)
+                crop = aligned.crop / 127.5 - 1  # the generator's range
+                task = bar.add_task(f"  inverting face {k}", total=settings.steps)
                 inversion = invert(world, crop, settings, lambda step, t=task: bar.update(t, completed=step))
-            stem = f"{photo_path.stem}_face{k}"
-            torch.save({"latent": inversion.latent.cpu(), "photo": str(photo_path), "box": face.box},
-                       out / f"{stem}_latent.pt")  # fmt: skip
-            with torch.no_grad():
-                photo_scores = perception(crop[None].to(world.device))
-                recon_scores = perception(inversion.image[None])  # the inversion's own image
-            recon_age = float(recon_scores.ages_years[0])
-            ages = torch.tensor([t.resolve(recon_age, perception.age_range) for t in targets])
-            recon_u8 = _u8((inversion.image + 1) * 127.5)
-            sheet_rows = []
-            for name in cfg.editors:
-                ecfg = editor_env_config(name, cfg, env_cfg, len(targets))
-                env = LatentAgeEnv(world, ecfg, Reward.zero(), auto_reset=False)
-                if name not in editors:
-                    editors[name] = (
-                        PolicyEditor.from_checkpoint(ckpt, env) if name == "sac_policy"
-                        else make_editor(name, cfg, world, ecfg)
-                    )  # fmt: skip
-                starts = inversion.latent[None].expand(len(targets), -1).contiguous()
-                result = run_edits(env, editors[name], starts, ages.to(world.device))
-                final = (result.final_images + 1) * 127.5
+                bar.remove_task(task)
+                stem = f"{photo_path.stem}_face{k}"
+                torch.save({
+                    "latent": inversion.latent.cpu(), "latent_space": getattr(world.generator, "latent_space", "z"),
+                    "photo": str(photo_path), "box": face.box, "alignment": alignment,
+                    "crop_to_photo": torch.from_numpy(aligned.crop_to_photo),
+                }, out / f"{stem}_latent.pt")  # fmt: skip
                 with torch.no_grad():
-                    final_scores = perception(result.final_images)
-                sim_photo = world.identity_similarity(final_scores.identity, photo_scores.identity)
-                sim_recon = world.identity_similarity(final_scores.identity, recon_scores.identity)
-                cells = [("photo", _u8(aligned.crop)), (f"recon {recon_age:.0f}", recon_u8)]
-                for i, target in enumerate(targets):
-                    final_age = float(result.ages[-1, i])
-                    cells.append((f"{target.label}: {final_age:.0f}", _u8(final[i])))
-                    rows.append({
-                        "photo": str(photo_path), "face": k, "box": " ".join(map(str, face.box)),
-                        "editor": name, "target": target.label, "target_age": round(float(ages[i]), 2),
-                        "photo_age": round(float(photo_scores.ages_years[0]), 2),
-                        "reconstruction_age": round(recon_age, 2), "final_age": round(final_age, 2),
-                        "reconstruction_similarity_to_photo": round(float(world.identity_similarity(
-                            recon_scores.identity[0], photo_scores.identity[0])), 4),
-                        "similarity_to_photo": round(float(sim_photo[i]), 4),
-                        "similarity_to_reconstruction": round(float(sim_recon[i]), 4),
-                        "p_male": round(float(final_scores.p_male[i]), 4),
-                        "steps": int(result.steps[i]), "outcome": Outcome(int(result.outcome[i])).label,
-                        "world_calls": result.world_calls // len(targets),
-                        "inversion_loss": round(float(inversion.losses[-1, inversion.best]), 5),
-                    })  # fmt: skip
-                    if cfg.paste_back:
-                        pasted = paste_back(photo, final[i], (inversion.image + 1) * 127.5,
-                                            aligned.crop_to_photo, cfg.feather)  # fmt: skip
-                        Image.fromarray(pasted).save(out / f"{stem}_{name}_{target.label}.png")
-                sheet_rows.append((name, cells))
-            _sheet(sheet_rows).save(out / f"{stem}.png")
+                    photo_scores = perception(crop[None].to(world.device))
+                    recon_scores = perception(inversion.image[None])  # the inversion's own image
+                recon_age = float(recon_scores.ages_years[0])
+                ages = torch.tensor([t.resolve(recon_age, perception.age_range) for t in targets])
+                recon_u8 = _u8((inversion.image + 1) * 127.5)
+                sheet_rows = []
+                for name in cfg.editors:
+                    ecfg = editor_env_config(name, cfg, env_cfg, len(targets))
+                    env = LatentAgeEnv(world, ecfg, Reward.zero(), auto_reset=False)
+                    if name not in editors:
+                        editors[name] = (
+                            PolicyEditor.from_checkpoint(ckpt, env) if name == "sac_policy"
+                            else make_editor(name, cfg, world, ecfg)
+                        )  # fmt: skip
+                    starts = inversion.latent[None].expand(len(targets), -1).contiguous()
+                    result = run_edits(env, editors[name], starts, ages.to(world.device))
+                    final = (result.final_images + 1) * 127.5
+                    with torch.no_grad():
+                        final_scores = perception(result.final_images)
+                    sim_photo = world.identity_similarity(final_scores.identity, photo_scores.identity)
+                    sim_recon = world.identity_similarity(final_scores.identity, recon_scores.identity)
+                    cells = [("photo", _u8(aligned.crop)), (f"recon {recon_age:.0f}", recon_u8)]
+                    for i, target in enumerate(targets):
+                        final_age = float(result.ages[-1, i])
+                        cells.append((f"{target.label}: {final_age:.0f}", _u8(final[i])))
+                        rows.append({
+                            "photo": str(photo_path), "face": k, "box": " ".join(map(str, face.box)),
+                            "editor": name, "target": target.label, "target_age": round(float(ages[i]), 2),
+                            "photo_age": round(float(photo_scores.ages_years[0]), 2),
+                            "reconstruction_age": round(recon_age, 2), "final_age": round(final_age, 2),
+                            "reconstruction_similarity_to_photo": round(float(world.identity_similarity(
+                                recon_scores.identity[0], photo_scores.identity[0])), 4),
+                            "similarity_to_photo": round(float(sim_photo[i]), 4),
+                            "similarity_to_reconstruction": round(float(sim_recon[i]), 4),
+                            "p_male": round(float(final_scores.p_male[i]), 4),
+                            "steps": int(result.steps[i]), "outcome": Outcome(int(result.outcome[i])).label,
+                            "world_calls": result.world_calls // len(targets),
+                            "inversion_loss": round(float(inversion.losses[-1, inversion.best]), 5),
+                        })  # fmt: skip
+                        if cfg.paste_back:
+                            pasted = paste_back(photo, final[i], (inversion.image + 1) * 127.5,
+                                                aligned.crop_to_photo, cfg.feather)  # fmt: skip
+                            Image.fromarray(pasted).save(out / f"{stem}_{name}_{target.label}.png")
+                    sheet_rows.append((name, cells))
+                _sheet(sheet_rows).save(out / f"{stem}.png")
+            bar.advance(photos_task)
     if not rows:
         raise ValueError("no photo had a usable face: " + " | ".join(skipped))
     with open(out / "edits.csv", "w", newline="") as f:

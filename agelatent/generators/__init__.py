@@ -1,6 +1,6 @@
 """Frozen pretrained generators (latents -> face images in [-1, 1])."""
 
 from agelatent.generators.dcgan import DCGANGenerator
-from agelatent.generators.latents import sample_latents
+from agelatent.generators.latents import TypicalSet, sample_latents
 
-__all__ = ["DCGANGenerator", "sample_latents"]
+__all__ = ["DCGANGenerator", "TypicalSet", "sample_latents"]

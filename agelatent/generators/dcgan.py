@@ -19,6 +19,10 @@ from agelatent.store import load_weights_only, model_path
 class DCGANGenerator(nn.Module):
     """z ``[B, nz]`` (standard normal) -> images ``[B, 3, 64, 64]`` in [-1, 1]."""
 
+    #: how agelatent-edit crops a photo's face for this generator by default (agelatent.photos.faces):
+    #: its DigiFace-style faces follow no published recipe, so their crop is measured from its samples
+    photo_alignment = "template"
+
     def __init__(self, nz: int = 100, ngf: int = 64, nc: int = 3) -> None:
         super().__init__()
         self.latent_dim = nz

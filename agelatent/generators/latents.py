@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 
 
@@ -16,3 +19,28 @@ def sample_latents(
     seeds = [int(s) for s in (seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds)]
     rows = [torch.randn(latent_dim, generator=torch.Generator().manual_seed(s)) for s in seeds]
     return torch.stack(rows).to(device) if rows else torch.empty(0, latent_dim, device=device)
+
+
+@dataclass(frozen=True)
+class TypicalSet:
+    """Where a generator's prior puts its latents: each ``block``-long slice of a latent lies at about
+    ``radius`` from the matching slice of ``centre``.
+
+    For a standard normal of dimension d: centre 0, one block, radius sqrt(d) (|z| concentrates there).
+    For StyleGAN2's W: centre ``w_avg``, radius the mean distance of its mapped (truncated) samples from it;
+    W+ repeats that per layer. :meth:`penalty` is the inversion's typicality term.
+    """
+
+    centre: torch.Tensor  # [latent_dim]
+    block: int  # latent_dim is a whole number of blocks
+    radius: float
+
+    @classmethod
+    def standard_normal(cls, latent_dim: int, device: torch.device | str = "cpu") -> TypicalSet:
+        return cls(torch.zeros(latent_dim, device=device), latent_dim, math.sqrt(latent_dim))
+
+    def penalty(self, latents: torch.Tensor) -> torch.Tensor:
+        """``[B, latent_dim]`` -> ``[B]``: the mean over blocks of ``(|x_b - c_b| / radius - 1)^2``
+        (0 on the typical set; grows off it on either side)."""
+        offsets = (latents - self.centre.to(latents.device)).reshape(len(latents), -1, self.block)
+        return (offsets.norm(dim=-1) / self.radius - 1).pow(2).mean(-1)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agelatent.generators.latents import TypicalSet
 from agelatent.generators.latents import sample_latents as _standard_normal
 from agelatent.store import ModelFileError, load_weights_only
 
@@ -302,6 +303,10 @@ class StyleGAN2Generator(nn.Module):
     images), ``"random"`` draws fresh noise on every call (the reference's ``randomize_noise=True``).
     """
 
+    #: how agelatent-edit crops a photo's face for this generator by default (agelatent.photos.faces): the
+    #: paper-grade checkpoints are FFHQ's; a generator trained on other crops takes ``alignment=template``
+    photo_alignment = "ffhq"
+
     def __init__(
         self,
         size: int,
@@ -465,19 +470,38 @@ class StyleGAN2Generator(nn.Module):
         """z ``[B, style_dim]`` -> w ``[B, style_dim]`` (PixelNorm + the MLP), untruncated."""
         return self.style(z)
 
+    def _mean_latent_z(self) -> torch.Tensor:
+        """The fixed-seed z samples ``w_avg`` (and the typical set's radius) are measured on."""
+        return torch.randn(
+            self.mean_latent_samples, self.style_dim, generator=torch.Generator().manual_seed(123456789)
+        )
+
     def mean_w(self) -> torch.Tensor:
         """The truncation centre ``w_avg`` ``[style_dim]``: computed once (fixed seeds), then cached."""
         if not self._w_avg_ready:
-            z = torch.randn(
-                self.mean_latent_samples, self.style_dim, generator=torch.Generator().manual_seed(123456789)
-            )
             with torch.no_grad():
                 total = torch.zeros(self.style_dim, dtype=torch.float64, device=self.w_avg.device)
-                for chunk in z.split(1024):
+                for chunk in self._mean_latent_z().split(1024):
                     total += self.mapping(chunk.to(self.w_avg.device)).double().sum(dim=0)
             self.w_avg.copy_((total / self.mean_latent_samples).float())
             self._w_avg_ready = True
         return self.w_avg
+
+    @torch.no_grad()
+    def typical_set(self) -> TypicalSet:
+        """Where :meth:`sample_latents` puts latents in the configured space (the inversion's typicality
+        term): in ``z`` the standard normal's; in ``w`` centre ``w_avg`` and radius the mean distance of
+        the ``mean_latent_samples`` fixed-seed mapped, truncated latents from it; ``w+`` repeats that
+        per layer (block ``style_dim``)."""
+        here = self.w_avg.device
+        if self.latent_space == "z":
+            return TypicalSet.standard_normal(self.latent_dim, here)
+        avg = self.mean_w()
+        total = 0.0
+        for chunk in self._mean_latent_z().split(1024):
+            total += float((self.truncate(self.mapping(chunk.to(here))) - avg).norm(dim=1).double().sum())
+        repeat = self.n_latent if self.latent_space == "w+" else 1
+        return TypicalSet(avg.repeat(repeat).clone(), self.style_dim, total / self.mean_latent_samples)
 
     def truncate(self, w: torch.Tensor) -> torch.Tensor:
         """``w_avg + ψ (w - w_avg)`` (identity when ψ = 1)."""

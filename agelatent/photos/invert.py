@@ -1,15 +1,18 @@
 """The latent that reproduces a photo's aligned face: optimisation through the differentiable world.
 
-The world's generator is inverted in its own latent space (the one its editors move in: Z for the embedded
-DCGAN, whatever ``generator`` edits in for StyleGAN2). From ``restarts`` starting latents (the generator's
-prior, seeds ``seed ..``), Adam minimises per restart
+The world's generator is inverted in its own latent space, the one its editors move in: Z for the embedded
+DCGAN; for StyleGAN2 the space ``generator.latent_space`` names (``z``, ``w`` or ``w+``, one w per synthesis
+layer: the most faithful reconstructions, and edits then move all layers). From ``restarts`` starting
+latents (the generator's prior, seeds ``seed ..``), Adam minimises per restart
 
     pixel_weight * mean squared error of the images (on the generator's [-1, 1] scale)
     + identity_weight * (1 - identity similarity to the photo's face, as the world's perception sees both)
-    + prior_weight * (|z| / sqrt(d) - 1)^2      (typicality: prior samples have |z| ~ sqrt(d))
+    + prior_weight * typicality
 
-and keeps the restart with the lowest final loss. The identity term needs the differentiable perception
-(``perception.runtime=torch``).
+and keeps the restart with the lowest final loss. Typicality keeps the latent where the prior puts its
+samples (:class:`~agelatent.generators.TypicalSet`): ``(|z| / sqrt(d) - 1)^2`` in Z, where |z| concentrates
+at sqrt(d); in W the same with the distance from ``w_avg`` and the mean distance of mapped samples, per
+layer in W+. The identity term needs the differentiable perception (``perception.runtime=torch``).
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def invert(
     z = world.sample_latents(range(settings.seed, settings.seed + settings.restarts)).clone()
     z.requires_grad_(True)
     opt = torch.optim.Adam([z], lr=settings.lr)
-    dim = z.shape[1]
+    typical = world.typical_set() if settings.prior_weight else None
 
     def losses() -> torch.Tensor:
         images = world.generator(z)
@@ -79,8 +82,8 @@ def invert(
         if target_id is not None:
             similarity = world.identity_similarity(perception(images).identity, target_id)
             loss = loss + settings.identity_weight * (1 - similarity)
-        if settings.prior_weight:
-            loss = loss + settings.prior_weight * (z.norm(dim=1) / math.sqrt(dim) - 1).pow(2)
+        if typical is not None:
+            loss = loss + settings.prior_weight * typical.penalty(z)
         return loss
 
     history = []

@@ -95,6 +95,16 @@ class World(nn.Module):
 
         return sample_latents(seeds, self.latent_dim, self.device)
 
+    def typical_set(self):
+        """:class:`~agelatent.generators.TypicalSet` of the generator's prior (its own ``typical_set()``
+        where it has one, e.g. StyleGAN2's W; otherwise the standard normal's)."""
+        own = getattr(self.generator, "typical_set", None)
+        if own is not None:
+            return own()
+        from agelatent.generators import TypicalSet
+
+        return TypicalSet.standard_normal(self.latent_dim, self.device)
+
     def _chunks(self, latents: torch.Tensor) -> list[torch.Tensor]:
         if latents.ndim != 2 or latents.shape[1] != self.latent_dim:
             raise ValueError(f"latents: expected [B, {self.latent_dim}], got {tuple(latents.shape)}")
