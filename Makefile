@@ -41,10 +41,11 @@ bench: models  ## benchmarks -> results/bench/*.json + report.md: world.score by
 	$(BIN)/agelatent-bench --out results/bench $(ARGS)
 
 PHOTO ?=
+LATENT ?=
 TARGETS ?=
-edit: models  ## age the faces in PHOTO (a photo or a folder) towards TARGETS (ages, or +N/-N years; default: conf/edit.yaml's) -> results/edit/<run>/ (PNG, CSV)
-	@test -n "$(PHOTO)" || { echo "make edit needs PHOTO=<a photo or a folder of photos>"; exit 2; }
-	$(BIN)/agelatent-edit photo="$(PHOTO)" $(if $(TARGETS),'targets="$(TARGETS)"') $(ARGS)
+edit: models  ## age the faces in PHOTO (a photo or a folder), or again the face LATENT (a saved *_latent.pt), towards TARGETS (ages, or +N/-N years; default: conf/edit.yaml's) -> results/edit/<run>/ (PNG, CSV)
+	@test -n "$(PHOTO)$(LATENT)" || { echo "make edit needs PHOTO=<a photo or a folder of photos> (or LATENT=<a *_latent.pt an earlier edit saved>)"; exit 2; }
+	$(BIN)/agelatent-edit $(if $(PHOTO),photo="$(PHOTO)") $(if $(LATENT),latent="$(LATENT)") $(if $(TARGETS),'targets="$(TARGETS)"') $(ARGS)
 
 measurements: install  ## regenerate docs/measurements.md from results/bench, RUN=runs/<name>, EVAL="results/eval/<name> ..." and CURVES=results/curves/<name>
 	$(BIN)/python experiments/measurements.py $(if $(RUN),--run $(RUN)) $(if $(EVAL),--eval $(EVAL)) $(if $(CURVES),--curves $(CURVES))

@@ -298,6 +298,10 @@ def test_edit_runs_on_the_paper_world_ffhq_aligned_in_w_plus(files, tmp_path):
     assert saved["latent"].shape == (
         STYLE_DIM * StyleGAN2Generator(SIZE, STYLE_DIM, N_MLP, channels=CHANNELS).n_latent,
     )
+    with pytest.raises(
+        ValueError, match=r"a w\+ latent of size \d+, but this world edits z latents of size 100"
+    ):
+        edit_run(cpu_config("edit", f"latent={tmp_path / 'out' / 'astronaut_face0_latent.pt'}"), tmp_path)
     with pytest.raises(ValueError, match=r"template must be null .* got"):
         edit_run(cpu_config("edit", f"photo={tmp_path / 'astronaut.png'}", "template=[[0.5,0.5]]"), tmp_path)
     with pytest.raises(ValueError, match=r"alignment must be auto or one of template, ffhq"):

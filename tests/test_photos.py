@@ -279,12 +279,30 @@ def test_edit_writes_the_sheet_the_csv_the_latent_and_the_pasted_photo(world, as
     pasted = Image.open(out / "astronaut_face0_random_walk_50.png")
     assert pasted.size == (astronaut.shape[1], astronaut.shape[0])
     saved = torch.load(out / "astronaut_face0_latent.pt", weights_only=True)
-    assert saved["latent"].shape == (world.latent_dim,)
+    assert saved["latent"].shape == (world.latent_dim,) and saved["alignment"] == "template"
+    again = cpu_config(
+        "edit", f"latent={out / 'astronaut_face0_latent.pt'}", "targets=[30]", "editors=[random_walk]",
+    )  # fmt: skip
+    rows = edit_run(again, tmp_path / "again")  # the saved face, edited again: no detection, no inversion
+    assert [(r["editor"], r["target"]) for r in rows] == [("random_walk", "30")]
+    first = next(r for r in written if r["editor"] == "random_walk")
+    # the same latent (saved exactly) and the same crop (saved as uint8: its scores move by rounding only)
+    assert rows[0]["reconstruction_age"] == float(first["reconstruction_age"])
+    assert rows[0]["inversion_loss"] == float(first["inversion_loss"])
+    assert rows[0]["photo_age"] == pytest.approx(float(first["photo_age"]), abs=0.1)
+    assert rows[0]["reconstruction_similarity_to_photo"] == pytest.approx(
+        float(first["reconstruction_similarity_to_photo"]), abs=0.01
+    )
+    assert Image.open(tmp_path / "again" / "astronaut_face0_random_walk_30.png").size == pasted.size
 
 
 def test_edit_refuses_bad_settings_before_any_model_loads(tmp_path):
     with pytest.raises(ValueError, match=r"photo is null: set photo="):
         edit_run(cpu_config("edit"), tmp_path)
+    with pytest.raises(ValueError, match=r"latent=.*nope.pt: no such file"):
+        edit_run(cpu_config("edit", f"latent={tmp_path / 'nope.pt'}"), tmp_path)
+    with pytest.raises(ValueError, match=r"photo and latent are both set"):
+        edit_run(cpu_config("edit", f"latent={tmp_path / 'nope.pt'}", f"photo={tmp_path}"), tmp_path)
     with pytest.raises(PhotoError, match=r"nope: no such photo file or folder"):
         edit_run(cpu_config("edit", f"photo={tmp_path / 'nope'}"), tmp_path)
     (tmp_path / "a.png").write_bytes(b"")

@@ -3,9 +3,11 @@
 For a photo, or every photo in a folder (``photo=``), and every frontal face found in it
 (:mod:`agelatent.photos`):
 
-1. the face aligned the way the generator frames its own faces, at the generator's resolution;
+1. the face cropped the way the generator's training faces were (``alignment``: :mod:`agelatent.photos.faces`),
+   at the generator's resolution;
 2. its reconstruction: the latent found by inversion through the world (``inversion.*``), written to
-   ``<photo>_face<k>_latent.pt`` so it can be edited again;
+   ``<photo>_face<k>_latent.pt`` with its crop; ``latent=<that file>`` (instead of ``photo=``) edits the face
+   again -- other targets, other editors -- without detection or inversion;
 3. the edit from that latent towards every target (``targets``: ages, or ``+N``/``-N`` years relative to the
    reconstruction's estimated age) by every editor (``editors``; ``sac_policy`` with ``policy=runs/<name>``),
    under the same MDP rules as ``agelatent-eval`` (``run_edits``, identity bound, step limit);
@@ -98,11 +100,20 @@ def validate(cfg: DictConfig):
     from agelatent.world import check_run_settings, perception_class
 
     check_run_settings(cfg)
-    if not cfg.photo:
+    if bool(cfg.photo) == bool(cfg.get("latent")):
         raise ValueError(
             "photo is null: set photo=<a photo file or a folder of photos> (make edit PHOTO=...)"
+            if not cfg.photo
+            else "photo and latent are both set: give one (latent= edits a saved face again, photo= finds new ones)"
         )
-    photos = list_photos(cfg.photo)
+    if cfg.photo:
+        photos = list_photos(cfg.photo)
+    else:
+        photos = [Path(cfg.latent).expanduser()]
+        if not photos[0].is_file():
+            raise ValueError(
+                f"latent={photos[0]}: no such file (a <photo>_face<k>_latent.pt from agelatent-edit)"
+            )
     targets = parse_targets(cfg.targets, perception_class(cfg).age_range)
     inversion = InversionSettings(**cfg.inversion)
     if isinstance(cfg.min_face_px, bool) or not isinstance(cfg.min_face_px, int) or cfg.min_face_px < 8:
@@ -158,32 +169,162 @@ def _sheet(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], scale: int = 2)
     return sheet
 
 
-def run(cfg: DictConfig, out_dir: RunDir | Path) -> list[dict]:
-    """Edit every face of every photo; returns the CSV's rows."""
-    from rich.progress import Progress
+@dataclass
+class Face:
+    """A face ready to edit: where it came from, its crop and the latent that reconstructs it."""
 
-    from agelatent.editors import PolicyEditor, run_edits
+    photo_path: Path
+    index: int  # k-th face of its photo
+    box: tuple[int, int, int, int]
+    crop: torch.Tensor  # [3, S, S] on 0..255, as aligned
+    crop_to_photo: np.ndarray  # [2, 3]
+    latent: torch.Tensor  # [d]
+    image: torch.Tensor  # [3, S, S] the latent's image, generator range [-1, 1]
+    inversion_loss: float
+    alignment: str
+
+    @property
+    def stem(self) -> str:
+        return f"{self.photo_path.stem}_face{self.index}"
+
+    def save(self, path: Path, latent_space: str) -> None:
+        """The face as ``latent=`` reads it back (tensors and plain values only: ``weights_only`` loads it)."""
+        torch.save({
+            "latent": self.latent.cpu(), "latent_space": latent_space, "photo": str(self.photo_path),
+            "face": self.index, "box": list(self.box), "crop": self.crop.round().clamp(0, 255).to(torch.uint8).cpu(),
+            "crop_to_photo": torch.from_numpy(self.crop_to_photo), "inversion_loss": self.inversion_loss,
+            "alignment": self.alignment,
+        }, path)  # fmt: skip
+
+    @classmethod
+    def load(cls, path: Path, world) -> Face:
+        """A face saved by an earlier run, checked against ``world`` (same latent space and size)."""
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        space = getattr(world.generator, "latent_space", "z")
+        if saved["latent_space"] != space or saved["latent"].shape != (world.latent_dim,):
+            raise ValueError(
+                f"latent={path}: a {saved['latent_space']} latent of size {saved['latent'].shape[0]}, but this "
+                f"world edits {space} latents of size {world.latent_dim}: use the generator (and "
+                "generator.latent_space) of the run that saved it"
+            )
+        latent = saved["latent"].to(world.device)
+        with torch.no_grad():
+            image = world.generate(latent[None])[0]
+        return cls(
+            Path(saved["photo"]), int(saved["face"]), tuple(saved["box"]), saved["crop"].float(),
+            saved["crop_to_photo"].numpy(), latent, image, float(saved["inversion_loss"]), saved["alignment"],
+        )  # fmt: skip
+
+
+def _photo_faces(cfg, world, photo_path: Path, photo: np.ndarray, finder, settings, bar) -> list[Face]:
+    """Every usable face of ``photo``, aligned and inverted (``finder``: the detector's settings)."""
+    from agelatent.photos.faces import align_face, detect_faces
+    from agelatent.photos.invert import invert
+
+    detected = detect_faces(
+        photo, finder["landmarker"], min_face_px=cfg.min_face_px, min_score=cfg.min_detection_score,
+        name=str(photo_path), predictor68=finder["predictor68"],
+    )  # fmt: skip
+    log.info("%s: %d face(s)", photo_path, len(detected))
+    faces = []
+    for k, found in enumerate(detected):
+        aligned = align_face(
+            photo, found, int(world.generator.resolution), alignment=finder["alignment"], template=finder["template"]
+        )  # fmt: skip
+        task = bar.add_task(f"  inverting face {k}", total=settings.steps)
+        inversion = invert(
+            world, aligned.crop / 127.5 - 1, settings, lambda step, t=task: bar.update(t, completed=step)
+        )
+        bar.remove_task(task)
+        faces.append(Face(
+            photo_path, k, found.box, aligned.crop, aligned.crop_to_photo, inversion.latent, inversion.image,
+            float(inversion.losses[-1, inversion.best]), finder["alignment"],
+        ))  # fmt: skip
+    return faces
+
+
+def _edit_face(cfg, world, face: Face, photo: np.ndarray | None, targets, editors, out: Path) -> list[dict]:
+    """Every editor towards every target from ``face``'s latent; writes its sheet (and pasted photos)."""
+    from agelatent.editors import run_edits
     from agelatent.env.latent_age import LatentAgeEnv
     from agelatent.env.outcome import Outcome
     from agelatent.env.rewards import Reward
-    from agelatent.evaluation.comparison import editor_env_config, make_editor
-    from agelatent.perception.align import FivePointLandmarker
-    from agelatent.photos import PhotoError, load_photo
-    from agelatent.photos.faces import (
-        align_face,
-        detect_faces,
-        generator_template,
-        sixty_eight_point_predictor,
-    )
-    from agelatent.photos.invert import invert
     from agelatent.photos.paste import paste_back
-    from agelatent.world import build_world
 
-    out = out_dir.path if isinstance(out_dir, RunDir) else Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    env_cfg, ckpt, targets, photos, settings = validate(cfg)
-    world = build_world(cfg)
     perception = world.perception
+    crop = face.crop / 127.5 - 1  # the generator's range
+    with torch.no_grad():
+        photo_scores = perception(crop[None].to(world.device))
+        recon_scores = perception(face.image[None])
+    recon_age = float(recon_scores.ages_years[0])
+    recon_similarity = float(world.identity_similarity(recon_scores.identity[0], photo_scores.identity[0]))
+    ages = torch.tensor([t.resolve(recon_age, perception.age_range) for t in targets])
+    recon = (face.image + 1) * 127.5
+    rows, sheet_rows = [], []
+    for name in cfg.editors:
+        env_cfg = editors.config(name)
+        env = LatentAgeEnv(world, env_cfg, Reward.zero(), auto_reset=False)
+        starts = face.latent[None].expand(len(targets), -1).contiguous()
+        result = run_edits(env, editors.get(name, env_cfg, env), starts, ages.to(world.device))
+        final = (result.final_images + 1) * 127.5
+        with torch.no_grad():
+            final_scores = perception(result.final_images)
+        sim_photo = world.identity_similarity(final_scores.identity, photo_scores.identity)
+        sim_recon = world.identity_similarity(final_scores.identity, recon_scores.identity)
+        cells = [("photo", _u8(face.crop)), (f"recon {recon_age:.0f}", _u8(recon))]
+        for i, target in enumerate(targets):
+            final_age = float(result.ages[-1, i])
+            cells.append((f"{target.label}: {final_age:.0f}", _u8(final[i])))
+            rows.append({
+                "photo": str(face.photo_path), "face": face.index, "box": " ".join(map(str, face.box)),
+                "editor": name, "target": target.label, "target_age": round(float(ages[i]), 2),
+                "photo_age": round(float(photo_scores.ages_years[0]), 2),
+                "reconstruction_age": round(recon_age, 2), "final_age": round(final_age, 2),
+                "reconstruction_similarity_to_photo": round(recon_similarity, 4),
+                "similarity_to_photo": round(float(sim_photo[i]), 4),
+                "similarity_to_reconstruction": round(float(sim_recon[i]), 4),
+                "p_male": round(float(final_scores.p_male[i]), 4),
+                "steps": int(result.steps[i]), "outcome": Outcome(int(result.outcome[i])).label,
+                "world_calls": result.world_calls // len(targets),
+                "inversion_loss": round(face.inversion_loss, 5),
+            })  # fmt: skip
+            if photo is not None:
+                pasted = paste_back(photo, final[i], recon, face.crop_to_photo, cfg.feather)
+                Image.fromarray(pasted).save(out / f"{face.stem}_{name}_{target.label}.png")
+        sheet_rows.append((name, cells))
+    _sheet(sheet_rows).save(out / f"{face.stem}.png")
+    return rows
+
+
+class _Editors:
+    """Each editor built once per run (on its first face), with its env settings."""
+
+    def __init__(self, cfg, world, env_cfg, ckpt, num_targets: int) -> None:
+        self.cfg, self.world, self.env_cfg, self.ckpt, self.n = cfg, world, env_cfg, ckpt, num_targets
+        self._built: dict[str, object] = {}
+
+    def config(self, name: str):
+        from agelatent.evaluation.comparison import editor_env_config
+
+        return editor_env_config(name, self.cfg, self.env_cfg, self.n)
+
+    def get(self, name: str, env_cfg, env):
+        from agelatent.editors import PolicyEditor
+        from agelatent.evaluation.comparison import make_editor
+
+        if name not in self._built:
+            self._built[name] = (
+                PolicyEditor.from_checkpoint(self.ckpt, env) if name == "sac_policy"
+                else make_editor(name, self.cfg, self.world, env_cfg)
+            )  # fmt: skip
+        return self._built[name]
+
+
+def _finder(cfg, world) -> dict:
+    """How faces are found and cropped for ``world``'s generator (``alignment``, module docstring)."""
+    from agelatent.perception.align import FivePointLandmarker
+    from agelatent.photos.faces import generator_template, sixty_eight_point_predictor
+
     resolution = int(world.generator.resolution)
     alignment = cfg.alignment
     if alignment == "auto":
@@ -197,88 +338,59 @@ def run(cfg: DictConfig, out_dir: RunDir | Path) -> list[dict]:
         template = generator_template(world, cfg.template_faces, int(cfg.splits.calibration))
     log.info("alignment: %s", alignment)
     landmarker = FivePointLandmarker(work_size=None, backend="dlib")
-    editors = {}
+    return {
+        "alignment": alignment,
+        "template": template,
+        "predictor68": predictor68,
+        "landmarker": landmarker,
+    }
+
+
+def run(cfg: DictConfig, out_dir: RunDir | Path) -> list[dict]:
+    """Edit every face of every photo (or the face ``latent=`` saved); returns the CSV's rows."""
+    from rich.progress import Progress
+
+    from agelatent.photos import PhotoError, load_photo
+    from agelatent.world import build_world
+
+    out = out_dir.path if isinstance(out_dir, RunDir) else Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env_cfg, ckpt, targets, photos, settings = validate(cfg)
+    world = build_world(cfg)
+    space = getattr(world.generator, "latent_space", "z")
+    editors = _Editors(cfg, world, env_cfg, ckpt, len(targets))
     rows: list[dict] = []
     skipped: list[str] = []
-    with Progress(transient=True) as bar:
-        photos_task = bar.add_task("photos", total=len(photos))
-        for photo_path in photos:
-            bar.update(photos_task, description=f"photo {photo_path.name}")
+    if cfg.get("latent"):  # a saved face, edited again: no detection, no inversion
+        face = Face.load(photos[0], world)
+        photo = None
+        if cfg.paste_back:
             try:
-                photo = load_photo(photo_path)
-                faces = detect_faces(
-                    photo,
-                    landmarker,
-                    min_face_px=cfg.min_face_px,
-                    min_score=cfg.min_detection_score,
-                    name=str(photo_path),
-                    predictor68=predictor68,
-                )
+                photo = load_photo(face.photo_path)
             except PhotoError as err:
-                log.warning("%s", err)
-                skipped.append(str(err))
+                raise PhotoError(
+                    f"{err}: the photo latent={photos[0]} came from; or set paste_back=false"
+                ) from None
+        rows = _edit_face(cfg, world, face, photo, targets, editors, out)
+    else:
+        finder = _finder(cfg, world)
+        with Progress(transient=True) as bar:
+            photos_task = bar.add_task("photos", total=len(photos))
+            for photo_path in photos:
+                bar.update(photos_task, description=f"photo {photo_path.name}")
+                try:
+                    photo = load_photo(photo_path)
+                    faces = _photo_faces(cfg, world, photo_path, photo, finder, settings, bar)
+                except PhotoError as err:
+                    log.warning("%s", err)
+                    skipped.append(str(err))
+                    faces = []
+                for face in faces:
+                    face.save(out / f"{face.stem}_latent.pt", space)
+                    rows += _edit_face(
+                        cfg, world, face, photo if cfg.paste_back else None, targets, editors, out
+                    )
                 bar.advance(photos_task)
-                continue
-            log.info("%s: %d face(s)", photo_path, len(faces))
-            for k, face in enumerate(faces):
-                aligned = align_face(photo, face, resolution, alignment=alignment, template=template)
-                crop = aligned.crop / 127.5 - 1  # the generator's range
-                task = bar.add_task(f"  inverting face {k}", total=settings.steps)
-                inversion = invert(world, crop, settings, lambda step, t=task: bar.update(t, completed=step))
-                bar.remove_task(task)
-                stem = f"{photo_path.stem}_face{k}"
-                torch.save({
-                    "latent": inversion.latent.cpu(), "latent_space": getattr(world.generator, "latent_space", "z"),
-                    "photo": str(photo_path), "box": face.box, "alignment": alignment,
-                    "crop_to_photo": torch.from_numpy(aligned.crop_to_photo),
-                }, out / f"{stem}_latent.pt")  # fmt: skip
-                with torch.no_grad():
-                    photo_scores = perception(crop[None].to(world.device))
-                    recon_scores = perception(inversion.image[None])  # the inversion's own image
-                recon_age = float(recon_scores.ages_years[0])
-                ages = torch.tensor([t.resolve(recon_age, perception.age_range) for t in targets])
-                recon_u8 = _u8((inversion.image + 1) * 127.5)
-                sheet_rows = []
-                for name in cfg.editors:
-                    ecfg = editor_env_config(name, cfg, env_cfg, len(targets))
-                    env = LatentAgeEnv(world, ecfg, Reward.zero(), auto_reset=False)
-                    if name not in editors:
-                        editors[name] = (
-                            PolicyEditor.from_checkpoint(ckpt, env) if name == "sac_policy"
-                            else make_editor(name, cfg, world, ecfg)
-                        )  # fmt: skip
-                    starts = inversion.latent[None].expand(len(targets), -1).contiguous()
-                    result = run_edits(env, editors[name], starts, ages.to(world.device))
-                    final = (result.final_images + 1) * 127.5
-                    with torch.no_grad():
-                        final_scores = perception(result.final_images)
-                    sim_photo = world.identity_similarity(final_scores.identity, photo_scores.identity)
-                    sim_recon = world.identity_similarity(final_scores.identity, recon_scores.identity)
-                    cells = [("photo", _u8(aligned.crop)), (f"recon {recon_age:.0f}", recon_u8)]
-                    for i, target in enumerate(targets):
-                        final_age = float(result.ages[-1, i])
-                        cells.append((f"{target.label}: {final_age:.0f}", _u8(final[i])))
-                        rows.append({
-                            "photo": str(photo_path), "face": k, "box": " ".join(map(str, face.box)),
-                            "editor": name, "target": target.label, "target_age": round(float(ages[i]), 2),
-                            "photo_age": round(float(photo_scores.ages_years[0]), 2),
-                            "reconstruction_age": round(recon_age, 2), "final_age": round(final_age, 2),
-                            "reconstruction_similarity_to_photo": round(float(world.identity_similarity(
-                                recon_scores.identity[0], photo_scores.identity[0])), 4),
-                            "similarity_to_photo": round(float(sim_photo[i]), 4),
-                            "similarity_to_reconstruction": round(float(sim_recon[i]), 4),
-                            "p_male": round(float(final_scores.p_male[i]), 4),
-                            "steps": int(result.steps[i]), "outcome": Outcome(int(result.outcome[i])).label,
-                            "world_calls": result.world_calls // len(targets),
-                            "inversion_loss": round(float(inversion.losses[-1, inversion.best]), 5),
-                        })  # fmt: skip
-                        if cfg.paste_back:
-                            pasted = paste_back(photo, final[i], (inversion.image + 1) * 127.5,
-                                                aligned.crop_to_photo, cfg.feather)  # fmt: skip
-                            Image.fromarray(pasted).save(out / f"{stem}_{name}_{target.label}.png")
-                    sheet_rows.append((name, cells))
-                _sheet(sheet_rows).save(out / f"{stem}.png")
-            bar.advance(photos_task)
     if not rows:
         raise ValueError("no photo had a usable face: " + " | ".join(skipped))
     with open(out / "edits.csv", "w", newline="") as f:
