@@ -47,8 +47,8 @@ edit: models  ## age the faces in PHOTO (a photo or a folder), or again the face
 	@test -n "$(PHOTO)$(LATENT)" || { echo "make edit needs PHOTO=<a photo or a folder of photos> (or LATENT=<a *_latent.pt an earlier edit saved>)"; exit 2; }
 	$(BIN)/agelatent-edit $(if $(PHOTO),photo="$(PHOTO)") $(if $(LATENT),latent="$(LATENT)") $(if $(TARGETS),'targets="$(TARGETS)"') $(ARGS)
 
-measurements: install  ## regenerate docs/measurements.md from results/bench, RUN=runs/<name>, EVAL="results/eval/<name> ..." and CURVES=results/curves/<name>
-	$(BIN)/python experiments/measurements.py $(if $(RUN),--run $(RUN)) $(if $(EVAL),--eval $(EVAL)) $(if $(CURVES),--curves $(CURVES))
+measurements: install  ## regenerate docs/measurements.md (and README's photo figures) from results/bench, RUN=runs/<name>, EVAL="results/eval/<name> ..." and CURVES=results/curves/<name>; KEEP=1 keeps sections whose artefact is not here
+	$(BIN)/python experiments/measurements.py --readme README.md $(if $(KEEP),--keep-missing) $(if $(RUN),--run $(RUN)) $(if $(EVAL),--eval $(EVAL)) $(if $(CURVES),--curves $(CURVES))
 
 curves: models  ## learning curves of RUN=runs/<name> on the validation faces (reward, realigned, independent) -> results/curves/<name>/
 	$(BIN)/python experiments/learning_curves.py --run $(RUN) $(ARGS)

@@ -11,7 +11,9 @@ edit config (``conf/edit.yaml``: targets, editor, inversion settings unless over
 photo to written outputs. Reported per face: the reconstruction's identity similarity to the photo's face
 (``1 - d`` of dlib's descriptors; dlib's own rule calls two faces the same person above 0.4), the gap between
 the estimated ages of photo and reconstruction, and per edit the final age error and the similarity to the
-photo; per photo, the seconds it took.
+photo; per photo, the seconds it took. With ``--json``, each photo's outputs (contact sheet, CSV, latent) are
+kept beside it in ``photos/<photo>/``; the first sheet is the README's example
+(``experiments/measurements.py --readme``).
 """
 
 from __future__ import annotations
@@ -47,14 +49,16 @@ def default_photos(folder: Path, lfw_faces: int = 2) -> list[Path]:
     return paths
 
 
-def run(photos: list[Path], overrides: list[str]) -> dict:
-    per_photo, rows, refused = [], [], []
+def run(photos: list[Path], overrides: list[str], keep: Path | None = None) -> dict:
+    """Every photo through agelatent-edit; ``keep``: a folder for each photo's outputs (else discarded)."""
+    per_photo, rows, refused, sheets = [], [], [], []
     for photo in photos:
         cfg = compose_config("edit", ["device=cpu", f"photo={photo}", "paste_back=false", *overrides])
-        with tempfile.TemporaryDirectory() as out:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = keep / photo.stem if keep else Path(tmp)
             start = time.perf_counter()
             try:
-                found = edit_run(cfg, Path(out))
+                found = edit_run(cfg, out)
             except (PhotoError, ValueError) as err:
                 refused.append({"photo": photo.name, "why": str(err)})
                 continue
@@ -62,10 +66,13 @@ def run(photos: list[Path], overrides: list[str]) -> dict:
         faces = len({r["face"] for r in found})
         per_photo.append({"photo": photo.name, "faces": faces, "edits": len(found), "seconds": seconds})
         rows += found
+        if keep:
+            sheets.append(str(out / f"{photo.stem}_face0.png"))
     recon = {(r["photo"], r["face"]): r for r in rows}.values()
     return {
         "photos": per_photo,
         "refused": refused,
+        "example_sheet": sheets[0] if sheets else None,  # the first photo's first face
         "faces": len(recon),
         "reconstruction_similarity_to_photo": [r["reconstruction_similarity_to_photo"] for r in recon],
         "reconstruction_age_gap": [abs(r["reconstruction_age"] - r["photo_age"]) for r in recon],
@@ -95,7 +102,7 @@ def main() -> None:
     overrides += [f"inversion.restarts={args.restarts}"] if args.restarts else []
     with tempfile.TemporaryDirectory() as tmp:
         photos = (args.photos or default_photos(Path(tmp)))[: args.limit]
-        result = run(photos, overrides)
+        result = run(photos, overrides, args.json.parent / "photos" if args.json else None)
     mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
     result["summary"] = {
         "reconstruction_similarity_to_photo": mean(result["reconstruction_similarity_to_photo"]),

@@ -1,7 +1,11 @@
 """Regenerate ``docs/measurements.md``: the one place the project's measured figures live.
 
     python experiments/measurements.py [--run runs/<name>] [--eval results/eval/<name> ...]
-        [--curves results/curves/<name>] [--out docs/measurements.md]
+        [--curves results/curves/<name>] [--out docs/measurements.md] [--keep-missing] [--readme README.md]
+
+``--keep-missing``: a section whose artefact is not on this machine (a training run made elsewhere) keeps the
+existing page's text, marked as kept, instead of saying "not measured". ``--readme``: also rewrite the
+README's block of photo-editing figures and its example contact sheet from the same ``photos.json``.
 
 Every figure is read from an artefact a command wrote (``make bench``, ``make train``, ``agelatent-eval``),
 and the page says which command; nothing is typed in by hand. Sections whose artefact is missing say so.
@@ -260,6 +264,76 @@ def _curves(path: Path | None) -> list[str]:
     return lines
 
 
+#: README's block of photo-editing figures, rewritten from ``photos.json`` (between these two lines)
+README_PHOTOS = (
+    "<!-- measured: photos (experiments/measurements.py --readme) -->",
+    "<!-- /measured: photos -->",
+)
+#: where the README's example contact sheet is copied to, beside the README (the photo bench's first sheet)
+EXAMPLE_SHEET = Path("docs/images/edit_example.png")
+
+
+def _placeholder(lines: list[str]) -> bool:
+    """A section that measured nothing (its artefact is missing, or none was given)."""
+    return bool(lines) and all(line.startswith(("_Not measured", "_No ")) or not line for line in lines)
+
+
+def _sections_of(page: Path) -> dict[str, list[str]]:
+    """``## Title`` -> its lines, from an existing page (empty when there is none)."""
+    if not page.is_file():
+        return {}
+    sections: dict[str, list[str]] = {}
+    title = None
+    for line in page.read_text().splitlines():
+        if line.startswith("## "):
+            title = line[3:]
+            sections[title] = []
+        elif title is not None:
+            sections[title].append(line)
+    for lines in sections.values():
+        while lines and not lines[0].strip():
+            lines.pop(0)
+        while lines and not lines[-1].strip():
+            lines.pop()
+    return sections
+
+
+def _readme_photos(bench: Path, readme: Path) -> None:
+    """Rewrite README's photo block from ``photos.json``: the figures and the example sheet."""
+    if not (bench / "photos.json").is_file():
+        print(f"{bench / 'photos.json'} is missing: {readme}'s photo block left as it is")
+        return
+    data = json.loads((bench / "photos.json").read_text())
+    s = data["summary"]
+    text = readme.read_text()
+    begin, end = README_PHOTOS
+    if begin not in text or end not in text:
+        raise SystemExit(f"{readme}: no block between {begin!r} and {end!r} to rewrite")
+    example = data.get("example_sheet")
+    lines = [begin]
+    if example and Path(example).is_file():
+        copy = readme.parent / EXAMPLE_SHEET
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(Path(example).read_bytes())
+        lines += [
+            f"![{Path(example).stem}: photo crop, reconstruction, edits]({EXAMPLE_SHEET})",
+            "",
+        ]
+    lines += [
+        f"Measured by `make bench` on {data['faces']} real faces ({', '.join(p['photo'] for p in data['photos'])}; "
+        f"embedded world, default edit config): the reconstruction's identity similarity to the photo "
+        f"{s['reconstruction_similarity_to_photo']:.2f} (dlib's same-person rule: > 0.40; flattering, since the "
+        f"inversion optimises it), its estimated age {s['reconstruction_age_gap']:.1f} years off the photo's; "
+        f"edits {s['edit_age_error']:.1f} years from their targets on average, similarity to the photo "
+        f"{s['edit_similarity_to_photo']:.2f}, success {s['edit_success_rate']:.2f}; "
+        f"{data['seconds_per_face']:.0f} s per face (median).",
+        end,
+    ]
+    head, rest = text.split(begin, 1)
+    readme.write_text(head + "\n".join(lines) + rest.split(end, 1)[1])
+    print(f"rewrote the photo figures in {readme}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -269,55 +343,48 @@ def main() -> None:
     parser.add_argument("--eval", type=Path, nargs="*", default=[], help="agelatent-eval output directories")
     parser.add_argument("--curves", type=Path, default=None, help="a learning-curves output directory")
     parser.add_argument("--out", type=Path, default=Path("docs/measurements.md"))
+    parser.add_argument(
+        "--keep-missing",
+        action="store_true",
+        help="a section whose artefact is not on this machine keeps the existing page's text, marked as kept",
+    )
+    parser.add_argument("--readme", type=Path, default=None, help="also rewrite this README's photo block")
     args = parser.parse_args()
+    commit = git_commit()
+    sections = {
+        "Targets": _targets(args.bench),
+        "World throughput": _world(args.bench / "world.json"),
+        "Identity port": _identity(args.bench / "identity.json"),
+        "SAC updates": _sac(args.bench / "sac.json"),
+        "Editors: cost per successful edit": _editors(args.bench / "editors.json"),
+        "Real photos": _photos(args.bench / "photos.json"),
+        "Default training run": _training(args.run),
+        "Editors on the test faces": _evaluation(args.eval),
+        "Learning curves": _curves(args.curves),
+    }
+    if args.keep_missing:
+        old = _sections_of(args.out)
+        kept_mark = "_(Kept from an earlier version of this page: its artefact is not on the machine that regenerated it.)_"
+        for title, lines in sections.items():
+            previous = old.get(title, [])
+            if _placeholder(lines) and previous and not _placeholder(previous):
+                sections[title] = previous if kept_mark in previous else [*previous, "", kept_mark]
     lines = [
         "# Measurements",
         "",
-        f"Generated by `python experiments/measurements.py` (commit {git_commit()}, "
+        f"Generated by `python experiments/measurements.py` (commit {commit}, "
         f"{datetime.now(UTC):%Y-%m-%d}, {platform.machine()}); do not edit by hand. Timings are from the "
         "machine that ran the commands and move with it: compare ratios measured in one run, not absolute "
         "numbers across machines.",
-        "",
-        "## Targets",
-        "",
-        *_targets(args.bench),
-        "",
-        "## World throughput",
-        "",
-        *_world(args.bench / "world.json"),
-        "",
-        "## Identity port",
-        "",
-        *_identity(args.bench / "identity.json"),
-        "",
-        "## SAC updates",
-        "",
-        *_sac(args.bench / "sac.json"),
-        "",
-        "## Editors: cost per successful edit",
-        "",
-        *_editors(args.bench / "editors.json"),
-        "",
-        "## Real photos",
-        "",
-        *_photos(args.bench / "photos.json"),
-        "",
-        "## Default training run",
-        "",
-        *_training(args.run),
-        "",
-        "## Editors on the test faces",
-        "",
-        *_evaluation(args.eval),
-        "",
-        "## Learning curves",
-        "",
-        *_curves(args.curves),
-        "",
     ]
+    for title, body in sections.items():
+        lines += ["", f"## {title}", "", *body]
+    lines.append("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")
+    if args.readme:
+        _readme_photos(args.bench, args.readme)
 
 
 if __name__ == "__main__":

@@ -57,3 +57,19 @@ def test_the_benches_write_their_reports(tmp_path, model_files):
     assert 0 < s["matmul_share"] < 1
     assert "| world.score / networks' forward | not measured |" in page  # measured at batch 32 only
     assert "| astronaut.png | 1 |" in page
+    assert Path(ph["example_sheet"]).is_file()  # the photo's contact sheet, kept for the README
+
+    # README's photo block is rewritten from photos.json, and --keep-missing keeps what is not measured here
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- measured: photos (experiments/measurements.py --readme) -->\nstale\n"
+                      "<!-- /measured: photos -->\nrest\n")  # fmt: skip
+    kept = tmp_path / "kept.md"
+    kept.write_text("# Measurements\n\n## Default training run\n\n50016 env steps, from an earlier run.\n")
+    _run("experiments/measurements.py", "--bench", str(tmp_path), "--out", str(kept), "--keep-missing",
+         "--readme", str(readme))  # fmt: skip
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "stale" not in text
+    assert f"{ph['summary']['reconstruction_similarity_to_photo']:.2f}" in text and "edit_example.png" in text
+    page = kept.read_text()
+    assert "50016 env steps, from an earlier run.\n\n_(Kept from an earlier version" in page
+    assert "| astronaut.png | 1 |" in page  # measured here: regenerated
