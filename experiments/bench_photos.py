@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from agelatent.cli.edit import face_stem
 from agelatent.cli.edit import run as edit_run
 from agelatent.config import compose_config
 from agelatent.photos import PhotoError
@@ -67,7 +68,7 @@ def run(photos: list[Path], overrides: list[str], keep: Path | None = None) -> d
         per_photo.append({"photo": photo.name, "faces": faces, "edits": len(found), "seconds": seconds})
         rows += found
         if keep:
-            sheets.append(str(out / f"{photo.stem}_face0.png"))
+            sheets.append(str(out / f"{face_stem(photo, 0)}.png"))
     recon = {(r["photo"], r["face"]): r for r in rows}.values()
     return {
         "photos": per_photo,

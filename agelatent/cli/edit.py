@@ -169,6 +169,11 @@ def _sheet(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], scale: int = 2)
     return sheet
 
 
+def face_stem(photo_path: Path, index: int) -> str:
+    """What the outputs of ``photo_path``'s ``index``-th face are named after (``<stem>.png`` is its sheet)."""
+    return f"{photo_path.stem}_face{index}"
+
+
 @dataclass
 class Face:
     """A face ready to edit: where it came from, its crop and the latent that reconstructs it."""
@@ -185,7 +190,7 @@ class Face:
 
     @property
     def stem(self) -> str:
-        return f"{self.photo_path.stem}_face{self.index}"
+        return face_stem(self.photo_path, self.index)
 
     def save(self, path: Path, latent_space: str) -> None:
         """The face as ``latent=`` reads it back (tensors and plain values only: ``weights_only`` loads it)."""
@@ -200,7 +205,7 @@ class Face:
     def load(cls, path: Path, world) -> Face:
         """A face saved by an earlier run, checked against ``world`` (same latent space and size)."""
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        space = getattr(world.generator, "latent_space", "z")
+        space = world.latent_space
         if saved["latent_space"] != space or saved["latent"].shape != (world.latent_dim,):
             raise ValueError(
                 f"latent={path}: a {saved['latent_space']} latent of size {saved['latent'].shape[0]}, but this "
@@ -357,7 +362,6 @@ def run(cfg: DictConfig, out_dir: RunDir | Path) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     env_cfg, ckpt, targets, photos, settings = validate(cfg)
     world = build_world(cfg)
-    space = getattr(world.generator, "latent_space", "z")
     editors = _Editors(cfg, world, env_cfg, ckpt, len(targets))
     rows: list[dict] = []
     skipped: list[str] = []
@@ -386,7 +390,7 @@ def run(cfg: DictConfig, out_dir: RunDir | Path) -> list[dict]:
                     skipped.append(str(err))
                     faces = []
                 for face in faces:
-                    face.save(out / f"{face.stem}_latent.pt", space)
+                    face.save(out / f"{face.stem}_latent.pt", world.latent_space)
                     rows += _edit_face(
                         cfg, world, face, photo if cfg.paste_back else None, targets, editors, out
                     )

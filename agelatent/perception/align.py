@@ -633,6 +633,27 @@ def rescale_landmarks(landmarks, from_hw: tuple[int, int], to_hw: tuple[int, int
     return (lm + 0.5) * scale - 0.5
 
 
+def load_shape_predictor(
+    name: str, parts: int, path: str | Path | None = None
+) -> tuple[Path, dlib.shape_predictor]:
+    """dlib-bin's ``shape_predictor`` from the pinned store file ``name`` (or ``path``), checked to predict
+    ``parts`` landmarks; returns (the file, the predictor)."""
+    file = model_path(name, path)
+    try:
+        predictor = dlib.shape_predictor(str(file))
+    except RuntimeError as exc:
+        raise ValueError(f"{file}: not a dlib shape predictor ({exc})") from exc
+    probe = predictor(np.zeros((16, 16, 3), np.uint8), dlib.rectangle(0, 0, 15, 15)).num_parts
+    if probe != parts:
+        raise ValueError(f"{file}: expected a {parts}-point shape predictor, it has {probe} parts")
+    return file, predictor
+
+
+def shape_points(predictor: dlib.shape_predictor, image: np.ndarray, box: dlib.rectangle) -> np.ndarray:
+    """``[parts, 2]`` (x, y) float64: ``predictor``'s landmarks of the face in ``box`` of ``image``."""
+    return np.array([(p.x, p.y) for p in predictor(image, box).parts()], dtype=np.float64)
+
+
 class FivePointLandmarker:
     """dlib's five-point shape predictor over a batch of RGB images.
 
@@ -660,15 +681,7 @@ class FivePointLandmarker:
     ) -> None:
         if backend not in LANDMARK_BACKENDS:
             raise ValueError(f"perception.landmarks must be one of {LANDMARK_BACKENDS}, got {backend!r}")
-        path = model_path("shape_predictor_5", predictor_path)
-        self.predictor_path = path
-        try:
-            self.predictor = dlib.shape_predictor(str(path))
-        except RuntimeError as exc:
-            raise ValueError(f"{path}: not a dlib shape predictor ({exc})") from exc
-        probe = self.predictor(np.zeros((16, 16, 3), np.uint8), dlib.rectangle(0, 0, 15, 15)).num_parts
-        if probe != 5:
-            raise ValueError(f"{path}: expected a five-point shape predictor, it has {probe} parts")
+        self.predictor_path, self.predictor = load_shape_predictor("shape_predictor_5", 5, predictor_path)
         if len(rect) != 4 or not (rect[0] < rect[2] and rect[1] < rect[3]):
             raise ValueError(
                 f"rect: expected (left, top, right, bottom) with left < right, top < bottom, got {rect}"
@@ -732,8 +745,7 @@ class FivePointLandmarker:
         return rescale_landmarks(torch.from_numpy(points), work_hw, given)
 
     def _predict(self, image: np.ndarray, box: dlib.rectangle) -> np.ndarray:
-        shape = self.predictor(image, box)
-        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+        return shape_points(self.predictor, image, box)
 
     # -- API -----------------------------------------------------------------------------------------------
 

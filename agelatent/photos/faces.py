@@ -46,9 +46,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agelatent.perception.align import FivePointLandmarker, fit_similarity, rescale_landmarks
+from agelatent.perception.align import (
+    FivePointLandmarker,
+    fit_similarity,
+    load_shape_predictor,
+    rescale_landmarks,
+    shape_points,
+)
 from agelatent.photos.io import PhotoError
-from agelatent.store import model_path
 
 __all__ = [
     "ALIGNMENTS",
@@ -83,15 +88,7 @@ class AlignedFace:
 
 def sixty_eight_point_predictor(path=None) -> dlib.shape_predictor:
     """dlib's 68-point face landmark predictor (the pinned ``shape_predictor_68`` file unless ``path``)."""
-    file = model_path("shape_predictor_68", path)
-    try:
-        predictor = dlib.shape_predictor(str(file))
-    except RuntimeError as exc:
-        raise ValueError(f"{file}: not a dlib shape predictor ({exc})") from exc
-    parts = predictor(np.zeros((16, 16, 3), np.uint8), dlib.rectangle(0, 0, 15, 15)).num_parts
-    if parts != 68:
-        raise ValueError(f"{file}: expected a 68-point shape predictor, it has {parts} parts")
-    return predictor
+    return load_shape_predictor("shape_predictor_68", 68, path)[1]
 
 
 def detect_faces(
@@ -119,7 +116,7 @@ def detect_faces(
             continue
         points68 = None
         if predictor68 is not None:
-            points68 = np.array([(p.x, p.y) for p in predictor68(photo, box).parts()], dtype=np.float64)
+            points68 = shape_points(predictor68, photo, box)
         faces.append(
             DetectedFace((box.left(), box.top(), box.right(), box.bottom()), score, points, points68)
         )

@@ -95,6 +95,11 @@ class World(nn.Module):
 
         return sample_latents(seeds, self.latent_dim, self.device)
 
+    @property
+    def latent_space(self) -> str:
+        """The space latents live in: the generator's ``latent_space`` (StyleGAN2: z, w or w+), else ``z``."""
+        return getattr(self.generator, "latent_space", "z")
+
     def typical_set(self):
         """:class:`~agelatent.generators.TypicalSet` of the generator's prior (its own ``typical_set()``
         where it has one, e.g. StyleGAN2's W; otherwise the standard normal's)."""
