@@ -155,7 +155,7 @@ def run(obs_dim: int, act_dim: int, batch: int, hidden: list[int], updates: int,
     )
     module = SACModule(_RandomTransitions(obs_dim, act_dim), cfg)
     alternate = _Alternate(cfg, (obs_dim, act_dim))
-    update = module._update
+    update = module.update
 
     def timed_update():
         start = time.perf_counter()
@@ -163,7 +163,7 @@ def run(obs_dim: int, act_dim: int, batch: int, hidden: list[int], updates: int,
         alternate._seconds += time.perf_counter() - start
         return out
 
-    module._update = timed_update
+    module.update = timed_update
     sac_trainer(callbacks=[alternate]).fit(module)
     ours, sb3 = alternate.ours[1:], alternate.sb3[1:]  # the first round of each warms up
     return {
@@ -182,12 +182,11 @@ def run(obs_dim: int, act_dim: int, batch: int, hidden: list[int], updates: int,
 
 
 def _default_dims() -> tuple[int, int]:
-    from agelatent.env.latent_age import LatentAgeEnv, LatentAgeEnvConfig
-    from agelatent.env.rewards import Reward
+    from agelatent.env.latent_age import LatentAgeEnv
     from agelatent.world import build_world
 
     cfg = compose_config("train", ["device=cpu"])
-    env = LatentAgeEnv(build_world(cfg), LatentAgeEnvConfig.from_config(cfg), Reward.from_config(cfg.reward))
+    env = LatentAgeEnv.from_config(build_world(cfg), cfg)
     return env.observation_dim, env.action_dim
 
 

@@ -25,8 +25,7 @@ from pathlib import Path
 import torch
 
 from agelatent.config import compose_config
-from agelatent.env.latent_age import LatentAgeEnv, LatentAgeEnvConfig
-from agelatent.env.rewards import Reward
+from agelatent.env.latent_age import LatentAgeEnv
 from agelatent.perception.align import DEFAULT_PADDING
 from agelatent.perception.onnx_models import CHIP_PADDING
 from agelatent.world import build_world
@@ -103,8 +102,7 @@ def _stage_times(world, z, seconds: float) -> tuple[float, dict[str, float], int
 
 def _env_step_times(cfg, world, seconds: float) -> dict:
     """One batched env step of the default MDP vs bare scoring of as many faces (ms)."""
-    env_cfg = LatentAgeEnvConfig.from_config(cfg)
-    env = LatentAgeEnv(world, env_cfg, Reward.from_config(cfg.reward))
+    env = LatentAgeEnv.from_config(world, cfg)
     env.reset(seed=0)
     noise = torch.Generator().manual_seed(0)
     step = _median_seconds(

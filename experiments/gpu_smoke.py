@@ -116,11 +116,11 @@ QUICK = Plan(
 #: Loop functions the SAC window must have run (so the check watched the real loop, restarts and logging).
 SAC_COVERAGE = (
     "agelatent/env/latent_age.py:step_latent",
-    "agelatent/agent/sac.py:_update",
-    "agelatent/env/latent_age.py:_start",
-    "agelatent/agent/sac.py:_log_step",
+    "agelatent/agent/sac.py:update",
+    "agelatent/env/latent_age.py:start_episodes",
+    "agelatent/agent/sac.py:log_step",
 )
-ENV_COVERAGE = ("agelatent/env/latent_age.py:step_latent", "agelatent/env/latent_age.py:_start")
+ENV_COVERAGE = ("agelatent/env/latent_age.py:step_latent", "agelatent/env/latent_age.py:start_episodes")
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -211,13 +211,9 @@ def train_config(*overrides: str):
 
 def make_env(world, *overrides: str, auto_reset: bool = True):
     """The MDP from the composed config, on ``world``."""
-    from agelatent.env.latent_age import LatentAgeEnv, LatentAgeEnvConfig
-    from agelatent.env.rewards import Reward
+    from agelatent.env.latent_age import LatentAgeEnv
 
-    cfg = train_config(*overrides)
-    return LatentAgeEnv(
-        world, LatentAgeEnvConfig.from_config(cfg), Reward.from_config(cfg.reward), auto_reset=auto_reset
-    )
+    return LatentAgeEnv.from_config(world, train_config(*overrides), auto_reset=auto_reset)
 
 
 class Profiled:
@@ -356,7 +352,7 @@ def run_evaluation(world, plan: Plan) -> dict:
     protocol = train_config("protocol=test").protocol
     grid = torch.tensor([float(t) for t in protocol.targets])
     targets = grid[torch.arange(n) % len(grid)]
-    walk = LocalLinearWalk(max_years_per_step=env.cfg.action.max_years_per_step)
+    walk = LocalLinearWalk.of_action(env.cfg.action)
     starts = world.sample_latents(range(protocol.first_seed, protocol.first_seed + n))
     result = run_edits(env, walk, starts, targets)
     summary = summarise(result, env.cfg.identity.hard_bound, protocol)

@@ -31,7 +31,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from agelatent.config import CONFIG_DIR, compose_config
-from agelatent.evaluation.comparison import EDITORS, evaluate
+from agelatent.evaluation.comparison import evaluate
 from agelatent.evaluation.curves import curves
 from agelatent.reports.tables import protocol_note, write_table
 from agelatent.runs import RunDir, run_job
@@ -45,11 +45,12 @@ def _run(cmd: list[str]) -> int:
     return subprocess.run(cmd, env=os.environ | {"HYDRA_FULL_ERROR": "1"}).returncode
 
 
-def _eval_cfg(profile, policy: Path | None, editors: list[str], *extra: str):
+def _eval_cfg(profile, policy: Path | None, editors: list[str] | None, *extra: str):
+    """agelatent-eval's config for a table: ``editors`` None runs conf/eval.yaml's (every editor)."""
     overrides = [
         f"protocol.num_faces={profile.num_faces}",
         f"protocol.targets=[{','.join(str(t) for t in profile.targets)}]",
-        f"editors=[{','.join(editors)}]",
+        *([f"editors=[{','.join(editors)}]"] if editors is not None else []),
         f"editor_settings.global_direction.num_samples={profile.direction_samples}",
         "logger=none",
         *profile.get("eval_overrides", []),
@@ -119,7 +120,7 @@ def table1(profile, out: Path) -> None:
     policy = RunDir(runs / "table1_policy")
     if code:
         raise RuntimeError(f"table1: training failed (exit {code}); see {policy.failed}")
-    rows = evaluate(_eval_cfg(profile, policy.path, list(EDITORS)), out / "eval")
+    rows = evaluate(_eval_cfg(profile, policy.path, None), out / "eval")
     write_table(rows, out / "table1", title="Table 1: editing methods on held-out faces", note=_note(profile))
 
 
@@ -208,7 +209,7 @@ def figures(profile, out: Path, results: Path) -> None:
     cfg = _eval_cfg(
         profile,
         policy.path,
-        list(EDITORS),
+        None,
         f"protocol.num_faces={profile.grid_faces}",
         "protocol.targets=[20,30,40,50,60]",
         f"protocol.grid_faces={profile.grid_faces}",

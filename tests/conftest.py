@@ -7,7 +7,6 @@ changed in ``conf/`` is therefore the default the tests check.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import pytest
@@ -56,12 +55,9 @@ def cpu_config(name: str, *overrides: str):
 def make_env(world, *overrides: str, auto_reset: bool = True, **fields):
     """The MDP as ``agelatent-train`` builds it from ``conf/train.yaml`` + Hydra ``overrides``, on ``world``;
     ``fields`` replace top-level env settings afterwards (e.g. ``num_envs`` to match a batch)."""
-    from agelatent.env.latent_age import LatentAgeEnv, LatentAgeEnvConfig
-    from agelatent.env.rewards import Reward
+    from agelatent.env.latent_age import LatentAgeEnv
 
-    cfg = cpu_config("train", *overrides)
-    env_cfg = dataclasses.replace(LatentAgeEnvConfig.from_config(cfg), **fields)
-    return LatentAgeEnv(world, env_cfg, Reward.from_config(cfg.reward), auto_reset=auto_reset)
+    return LatentAgeEnv.from_config(world, cpu_config("train", *overrides), auto_reset=auto_reset, **fields)
 
 
 @pytest.fixture(scope="session")

@@ -129,11 +129,11 @@ def test_bootstrap_intervals_cover_the_truth_about_95_percent_of_the_time():
         ),
         (
             ["editor_settings.local_linear_walk.keep=[age]", "editors=[local_linear_walk]"],
-            r"editor_settings.local_linear_walk: action.keep must be distinct names",
+            r"editor_settings.local_linear_walk: keep must be distinct names",
         ),
         (
-            ["editor_settings.global_direction.max_step_norm=0", "editors=[random_walk]"],
-            "editor_settings.global_direction.max_step_norm must be a finite number > 0, got 0",
+            ["editor_settings.global_direction.max_step_norm=0", "editors=[global_direction]"],
+            "editor_settings.global_direction: max_step_norm must be a finite number > 0, got 0",
         ),
         (
             ["protocol.targets=[20,99]", "editors=[random_walk]"],
@@ -147,22 +147,30 @@ def test_bad_eval_configs_fail_before_any_work(tmp_path, overrides, message):
     assert not (tmp_path / "o").exists()
 
 
-def test_the_walk_gets_its_own_step_cap_and_kept_quantities_whatever_the_policy_was_trained_with():
+def test_the_walk_gets_its_own_step_cap_and_kept_quantities_whatever_the_policy_was_trained_with(tmp_path):
+    from agelatent.editors import build_editor
     from agelatent.env.latent_age import LatentAgeEnvConfig
-    from agelatent.evaluation.comparison import editor_env_config
+    from agelatent.evaluation.comparison import editor_mdp
 
+    (tmp_path / "last.ckpt").write_bytes(b"")  # the policy editor loads it only when it edits
     cfg = cfg_for(
         "eval",
-        "action.keep=[]",  # a policy trained keeping nothing
+        "action.keep=[]",  # a policy trained keeping nothing, with its own step cap
+        "action.max_step_norm=0.5",
         "editor_settings.local_linear_walk.keep=[identity,gender]",
         "editor_settings.local_linear_walk.max_step_norm=2.5",
+        f"policy={tmp_path / 'last.ckpt'}",
     )
     mdp = LatentAgeEnvConfig.from_config(cfg)
-    assert mdp.action.keep == () and mdp.action.max_step_norm != 2.5  # the MDP (the policy's) as it is
-    walk = editor_env_config("local_linear_walk", cfg, mdp, 7).action
+    assert mdp.action.keep == () and mdp.action.max_step_norm == 0.5  # the MDP (the policy's) as it is
+
+    def action(name):
+        return editor_mdp(build_editor(name, cfg.editor_settings[name]), mdp).action
+
+    walk = action("local_linear_walk")
     assert (walk.mode, walk.keep, walk.max_step_norm) == ("local_linear", ("identity", "gender"), 2.5)
-    assert editor_env_config("sac_policy", cfg, mdp, 7).action == mdp.action
-    assert editor_env_config("gradient_descent", cfg, mdp, 7).action.mode == "full"
+    assert action("sac_policy") == mdp.action
+    assert action("gradient_descent").mode == "full"
 
 
 def test_a_run_trained_before_an_mdp_setting_existed_still_evaluates(tmp_path, caplog, model_files):

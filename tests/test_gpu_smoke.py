@@ -89,6 +89,23 @@ def test_every_allowed_site_exists_in_the_code():
         assert rule.max_bytes > 0 and set(rule.directions) <= {"HtoD", "DtoH"} and rule.reason
 
 
+def test_every_loop_function_the_gpu_check_watches_exists_in_the_code():
+    """The GPU check's coverage sites name functions by file and name: a rename fails here, on the CPU."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_smoke", ROOT / "experiments" / "gpu_smoke.py")
+    smoke = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = smoke  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(smoke)
+    finally:
+        del sys.modules[spec.name]
+    for site in (*smoke.SAC_COVERAGE, *smoke.ENV_COVERAGE):
+        file, function = site.split(":")
+        assert re.search(rf"^\s*def {re.escape(function)}\(", (ROOT / file).read_text(), re.M), site
+        assert not function.startswith("_"), f"{site}: the check watches public names only"
+
+
 # --- the copy detector on real CPU traces with injected device events ---------------------------------------
 def _moves_data(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float64)  # aten::to -> aten::_to_copy -> aten::copy_

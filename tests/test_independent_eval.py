@@ -28,6 +28,7 @@ def _edits(start: torch.Tensor, final: torch.Tensor, targets: torch.Tensor) -> E
         outcome=torch.zeros(n, dtype=torch.long),
         steps=torch.ones(n, dtype=torch.long),
         world_calls=n,
+        row_world_calls=torch.ones(n),
         seconds=0.0,
     )
 

@@ -353,7 +353,7 @@ def test_a_residual_action_of_zero_is_the_walks_step_and_a0_moves_its_request(wo
     env = make_env(world, "action.residual=true", auto_reset=False, num_envs=n)
     env.reset_to(world.sample_latents(range(40, 40 + n)), torch.tensor([20.0, 70.0, 30.0, 60.0, 25.0, 65.0]))
     cap = env.cfg.action.max_years_per_step
-    walk = LocalLinearWalk(max_years_per_step=cap).propose(env)
+    walk = LocalLinearWalk.of_action(env.cfg.action).propose(env)
     torch.testing.assert_close(env.displacement(torch.zeros(n, env.action_dim)), walk)
     actions = torch.zeros(n, env.action_dim)
     actions[:, 0] = -0.25  # four years fewer (or more towards younger) than the walk asks

@@ -221,7 +221,7 @@ def test_a_baseline_edit_and_its_summary_on_the_paper_world(torch_world):
     env = make_env(torch_world, *PAPER, "action.num_corrections=2", auto_reset=False, num_envs=3, max_steps=2)
     protocol = cpu_config("eval").protocol
     starts = torch_world.sample_latents(range(protocol.first_seed, protocol.first_seed + 3))
-    walk = LocalLinearWalk(max_years_per_step=env.cfg.action.max_years_per_step)
+    walk = LocalLinearWalk.of_action(env.cfg.action)
     result = run_edits(env, walk, starts, torch.tensor([20.0, 40.0, 60.0]))
     assert result.latents.shape[1:] == (3, STYLE_DIM) and result.final_images.shape == (3, 3, SIZE, SIZE)
     torch.testing.assert_close(result.start_latents, starts)

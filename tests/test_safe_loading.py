@@ -47,11 +47,11 @@ def test_a_resumed_checkpoint_that_would_run_code_is_refused_before_any_model_lo
 
 
 def test_a_policy_that_would_run_code_is_refused(evil):
-    from agelatent.editors.policy import PolicyEditor
+    from agelatent.editors.policy import load_actor
 
     path, _ = evil
     with pytest.raises(UnsafeFileError, match=r"policy checkpoint .*evil\.ckpt .*nothing from it ran"):
-        PolicyEditor.from_checkpoint(path, env=None)
+        load_actor(path, env=None)
 
 
 def test_generator_files_that_would_run_code_are_refused(tmp_path, evil):
@@ -73,7 +73,7 @@ def test_generator_files_that_would_run_code_are_refused(tmp_path, evil):
 
 
 def test_a_truncated_checkpoint_is_named_as_such(tmp_path):
-    from agelatent.editors.policy import PolicyEditor
+    from agelatent.editors.policy import load_actor
 
     path = tmp_path / "last.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(64, 64)}}, path)
@@ -81,4 +81,4 @@ def test_a_truncated_checkpoint_is_named_as_such(tmp_path):
     with pytest.raises(
         ModelFileError, match=r"policy checkpoint .*last\.ckpt is not a readable torch file -- truncated"
     ):
-        PolicyEditor.from_checkpoint(path, env=None)
+        load_actor(path, env=None)

@@ -18,7 +18,6 @@ from hydra.core.global_hydra import GlobalHydra
 
 from agelatent.cli.train import validate
 from agelatent.config import CONFIG_DIR, compose_config
-from agelatent.evaluation.comparison import EDITORS
 from agelatent.evaluation.comparison import validate as validate_eval
 from agelatent.reports.wandb_offline import read_offline_run
 from agelatent.runs import RunDir
@@ -65,7 +64,7 @@ def test_every_job_of_every_experiment_composes_and_validates(experiment):
 @pytest.mark.parametrize("experiment", TUNE)
 def test_every_tuning_job_composes_validates_and_chooses_on_validation_faces(experiment):
     editor = experiment.removeprefix("tune_")
-    assert editor in EDITORS
+    assert editor in compose_config("eval").editor_settings
     combos = sweep_combinations(experiment, "eval")
     assert len(combos) >= 3
     for overrides in combos:

@@ -283,14 +283,14 @@ class SACModule(L.LightningModule):
         self.replay.add(obs, actions, result.reward, result.final_obs, result.terminated)
         self._obs = result.obs
         self.env_steps += env.num_envs
-        self._record_episodes(result)
+        self.record_episodes(result)
 
         if self.env_steps >= cfg.learning_starts and len(self.replay) >= cfg.batch_size:
             for _ in range(cfg.updates_per_step):
-                self.last_losses = self._update()
+                self.last_losses = self.update()
         finished = self.env_steps >= cfg.total_env_steps
         if finished or self.logging_due():
-            self._log_step(result.info)
+            self.log_step(result.info)
         if finished:
             self.trainer.should_stop = True
 
@@ -341,7 +341,7 @@ class SACModule(L.LightningModule):
         self.replay = None  # (re)built on fit start: empty, or filled from the checkpoint
 
     # ---- the SAC update -----------------------------------------------------------------------------
-    def _update(self) -> dict[str, torch.Tensor]:
+    def update(self) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         actor_opt, critic_opt, alpha_opt = self.optimizers()
         data = self.replay.sample(cfg.batch_size).to(self.device)
@@ -402,7 +402,7 @@ class SACModule(L.LightningModule):
         }
 
     # ---- bookkeeping --------------------------------------------------------------------------------
-    def _record_episodes(self, result) -> None:
+    def record_episodes(self, result) -> None:
         done = result.done
         if not bool(done.any()):
             return
@@ -435,7 +435,7 @@ class SACModule(L.LightningModule):
         for logger in self.loggers:
             logger.log_metrics(values, step=self.env_steps)
 
-    def _log_step(self, info: Mapping[str, torch.Tensor]) -> None:
+    def log_step(self, info: Mapping[str, torch.Tensor]) -> None:
         metrics: dict[str, Any] = {
             "train/updates": float(self.num_updates),
             "train/alpha": self.log_alpha.detach().exp(),

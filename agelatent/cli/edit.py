@@ -92,8 +92,8 @@ def parse_targets(values, age_range: tuple[float, float]) -> list[Target]:
 
 
 def validate(cfg: DictConfig):
-    """Every setting checked before any model loads; returns (MDP, policy checkpoint, targets, photos,
-    inversion settings)."""
+    """Every setting checked before any model loads; returns (MDP, editors, targets, photos, inversion
+    settings)."""
     from agelatent.evaluation.comparison import validate_editors
     from agelatent.photos import list_photos
     from agelatent.photos.invert import InversionSettings
@@ -143,8 +143,8 @@ def validate(cfg: DictConfig):
         raise ValueError(f"min_detection_score must be a finite number, got {cfg.min_detection_score!r}")
     if not (isinstance(cfg.feather, int | float) and 0 < cfg.feather <= 1):
         raise ValueError(f"feather must be in (0, 1], got {cfg.feather!r}")
-    env_cfg, ckpt = validate_editors(cfg)
-    return env_cfg, ckpt, targets, photos, inversion
+    env_cfg, editors = validate_editors(cfg)
+    return env_cfg, editors, targets, photos, inversion
 
 
 def _u8(image: torch.Tensor) -> np.ndarray:
@@ -248,12 +248,14 @@ def _photo_faces(cfg, world, photo_path: Path, photo: np.ndarray, finder, settin
     return faces
 
 
-def _edit_face(cfg, world, face: Face, photo: np.ndarray | None, targets, editors, out: Path) -> list[dict]:
+def _edit_face(
+    cfg, world, face: Face, photo: np.ndarray | None, targets, editors: dict, mdp, out: Path
+) -> list[dict]:
     """Every editor towards every target from ``face``'s latent; writes its sheet (and pasted photos)."""
     from agelatent.editors import run_edits
     from agelatent.env.latent_age import LatentAgeEnv
     from agelatent.env.outcome import Outcome
-    from agelatent.env.rewards import Reward
+    from agelatent.evaluation.comparison import editor_mdp
     from agelatent.photos.paste import paste_back
 
     perception = world.perception
@@ -266,11 +268,10 @@ def _edit_face(cfg, world, face: Face, photo: np.ndarray | None, targets, editor
     ages = torch.tensor([t.resolve(recon_age, perception.age_range) for t in targets])
     recon = (face.image + 1) * 127.5
     rows, sheet_rows = [], []
-    for name in cfg.editors:
-        env_cfg = editors.config(name)
-        env = LatentAgeEnv(world, env_cfg, Reward.zero(), auto_reset=False)
+    for name, editor in editors.items():
+        env = LatentAgeEnv.for_edits(world, editor_mdp(editor, mdp), len(targets))
         starts = face.latent[None].expand(len(targets), -1).contiguous()
-        result = run_edits(env, editors.get(name, env_cfg, env), starts, ages.to(world.device))
+        result = run_edits(env, editor, starts, ages.to(world.device))
         final = (result.final_images + 1) * 127.5
         with torch.no_grad():
             final_scores = perception(result.final_images)
@@ -290,7 +291,7 @@ def _edit_face(cfg, world, face: Face, photo: np.ndarray | None, targets, editor
                 "similarity_to_reconstruction": round(float(sim_recon[i]), 4),
                 "p_male": round(float(final_scores.p_male[i]), 4),
                 "steps": int(result.steps[i]), "outcome": Outcome(int(result.outcome[i])).label,
-                "world_calls": result.world_calls // len(targets),
+                "world_calls": round(float(result.row_world_calls[i])),
                 "inversion_loss": round(face.inversion_loss, 5),
             })  # fmt: skip
             if photo is not None:
@@ -301,30 +302,6 @@ def _edit_face(cfg, world, face: Face, photo: np.ndarray | None, targets, editor
     return rows
 
 
-class _Editors:
-    """Each editor built once per run (on its first face), with its env settings."""
-
-    def __init__(self, cfg, world, env_cfg, ckpt, num_targets: int) -> None:
-        self.cfg, self.world, self.env_cfg, self.ckpt, self.n = cfg, world, env_cfg, ckpt, num_targets
-        self._built: dict[str, object] = {}
-
-    def config(self, name: str):
-        from agelatent.evaluation.comparison import editor_env_config
-
-        return editor_env_config(name, self.cfg, self.env_cfg, self.n)
-
-    def get(self, name: str, env_cfg, env):
-        from agelatent.editors import PolicyEditor
-        from agelatent.evaluation.comparison import make_editor
-
-        if name not in self._built:
-            self._built[name] = (
-                PolicyEditor.from_checkpoint(self.ckpt, env) if name == "sac_policy"
-                else make_editor(name, self.cfg, self.world, env_cfg)
-            )  # fmt: skip
-        return self._built[name]
-
-
 def _finder(cfg, world) -> dict:
     """How faces are found and cropped for ``world``'s generator (``alignment``, module docstring)."""
     from agelatent.perception.align import FivePointLandmarker
@@ -333,7 +310,7 @@ def _finder(cfg, world) -> dict:
     resolution = int(world.generator.resolution)
     alignment = cfg.alignment
     if alignment == "auto":
-        alignment = getattr(world.generator, "photo_alignment", "template")
+        alignment = world.generator.photo_alignment
     template, predictor68 = None, None
     if alignment == "ffhq":
         predictor68 = sixty_eight_point_predictor()
@@ -360,9 +337,8 @@ def run(cfg: DictConfig, out_dir: RunDir | Path) -> list[dict]:
 
     out = out_dir.path if isinstance(out_dir, RunDir) else Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    env_cfg, ckpt, targets, photos, settings = validate(cfg)
+    mdp, editors, targets, photos, settings = validate(cfg)
     world = build_world(cfg)
-    editors = _Editors(cfg, world, env_cfg, ckpt, len(targets))
     rows: list[dict] = []
     skipped: list[str] = []
     if cfg.get("latent"):  # a saved face, edited again: no detection, no inversion
@@ -375,7 +351,7 @@ def run(cfg: DictConfig, out_dir: RunDir | Path) -> list[dict]:
                 raise PhotoError(
                     f"{err}: the photo latent={photos[0]} came from; or set paste_back=false"
                 ) from None
-        rows = _edit_face(cfg, world, face, photo, targets, editors, out)
+        rows = _edit_face(cfg, world, face, photo, targets, editors, mdp, out)
     else:
         finder = _finder(cfg, world)
         with Progress(transient=True) as bar:
@@ -392,7 +368,7 @@ def run(cfg: DictConfig, out_dir: RunDir | Path) -> list[dict]:
                 for face in faces:
                     face.save(out / f"{face.stem}_latent.pt", world.latent_space)
                     rows += _edit_face(
-                        cfg, world, face, photo if cfg.paste_back else None, targets, editors, out
+                        cfg, world, face, photo if cfg.paste_back else None, targets, editors, mdp, out
                     )
                 bar.advance(photos_task)
     if not rows:

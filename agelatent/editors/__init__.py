@@ -1,6 +1,6 @@
 """Editing methods behind one interface (see :mod:`agelatent.editors.base`)."""
 
-from agelatent.editors.base import Editor, EditResult, run_edits
+from agelatent.editors.base import Editor, EditResult, build_editor, run_edits
 from agelatent.editors.baselines import (
     GlobalDirection,
     GradientDescent,
@@ -18,6 +18,7 @@ __all__ = [
     "LocalLinearWalk",
     "PolicyEditor",
     "RandomWalk",
+    "build_editor",
     "fit_global_direction",
     "run_edits",
 ]

@@ -5,29 +5,66 @@ from the env's current state; :func:`run_edits` drives the env (``auto_reset=Fal
 succeed, lose identity or time out) and records the trajectory. Because every editor moves through the same
 ``step_latent`` transition, they share the typical-set projection, the success/identity rules, the step limit
 and the cost accounting, so a comparison differs only in how Δz is chosen.
+
+Editors are built from their configs (``editor_settings.<name>`` with a ``_target_``, :func:`build_editor`), like
+reward terms; ``agelatent-eval`` and ``agelatent-edit`` run the ones ``editors`` names.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 
-from agelatent.env.latent_age import LatentAgeEnv
+from agelatent.env.latent_age import ActionConfig, LatentAgeEnv
 
-__all__ = ["EditResult", "Editor", "run_edits"]
+__all__ = ["EditResult", "Editor", "build_editor", "run_edits"]
 
 
-class Editor(Protocol):
-    name: str
-    #: the env's action mode the editor needs ("local_linear" keeps ĝ up to date; None: any)
-    requires_action_mode: str | None
+class Editor:
+    """Base class of editing methods. A subclass takes its settings as keyword arguments (checked in its
+    constructor: no model is loaded there) and writes :meth:`propose`; it may override :meth:`env_action`
+    (which action mode its env needs) and :meth:`prepare` (work that needs the world, e.g. a fit)."""
+
+    #: the editor's name in tables and file names (:func:`build_editor` sets it to its config key)
+    name: str = "editor"
+
+    def env_action(self, action: ActionConfig) -> ActionConfig:
+        """The action settings of the env the editor moves, given the MDP's. Default: ``full`` mode -- the
+        editor moves by raw latent steps, so the env tracks no local age direction."""
+        return dataclasses.replace(action, mode="full")
+
+    def prepare(self, env: LatentAgeEnv) -> None:
+        """Called by :func:`run_edits` before each batch of edits (do one-off work once); default: nothing."""
 
     def propose(self, env: LatentAgeEnv) -> torch.Tensor:
         """Latent displacements ``[B, d]`` for every row (frozen rows are ignored by the env)."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} must implement propose(env) -> [B, d]")
+
+
+def build_editor(name: str, settings) -> Editor:
+    """The editor ``settings`` (an ``editor_settings.<name>`` config with its ``_target_``) describes, named
+    ``name``; a setting it refuses is reported as ``editor_settings.<name>: <its message>``."""
+    if settings is None or "_target_" not in settings:
+        raise ValueError(
+            f"editor_settings.{name} has no _target_: give the editor's class, e.g. "
+            f"+editor_settings.{name}={{_target_: my_module.MyEditor}} (docs/extending.md)"
+        )
+    try:
+        editor = instantiate(settings, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        raise ValueError(f"editor_settings.{name}: {cause}") from err
+    if not isinstance(editor, Editor):
+        raise TypeError(
+            f"editor_settings.{name}: {type(editor).__name__} is not an agelatent.editors.Editor; subclass it"
+        )
+    editor.name = name
+    return editor
 
 
 @dataclass(frozen=True)
@@ -46,6 +83,7 @@ class EditResult:
     outcome: torch.Tensor  # [B] agelatent.env.outcome.Outcome values
     steps: torch.Tensor  # [B] steps taken
     world_calls: int  # latents scored by the world (forward passes), all rows together
+    row_world_calls: torch.Tensor  # [B] the same per edit (shared lookahead calls split evenly)
     seconds: float
 
     @property
@@ -67,11 +105,13 @@ def run_edits(
     """Run ``editor`` from ``start_latents`` towards ``targets`` until every row has finished."""
     if env.auto_reset:
         raise ValueError("run_edits needs an env built with auto_reset=False (finished rows must stay put)")
-    need = getattr(editor, "requires_action_mode", None)
-    if need is not None and env.cfg.action.mode != need:
+    need = editor.env_action(env.cfg.action).mode
+    if env.cfg.action.mode != need:
         raise ValueError(
-            f"editor {editor.name!r} needs env action.mode={need!r}, got {env.cfg.action.mode!r}"
+            f"editor {editor.name!r} needs env action.mode={need!r}, got {env.cfg.action.mode!r}: build its "
+            "env from editor.env_action(mdp.action)"
         )
+    editor.prepare(env)
     calls0 = env.world_calls
     start = time.perf_counter()
     env.reset_to(start_latents, targets)
@@ -104,5 +144,6 @@ def run_edits(
         outcome=env.outcome.clone(),
         steps=env.t.clone(),
         world_calls=env.world_calls - calls0,
+        row_world_calls=env.row_calls.clone(),
         seconds=seconds,
     )

@@ -4,13 +4,16 @@ optimisation of the latent, and a random walk (the floor). See :mod:`agelatent.e
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import math
 
 import torch
 
-from agelatent.env.latent_age import LatentAgeEnv
+from agelatent.editors.base import Editor
+from agelatent.env.latent_age import KEEPABLE, ActionConfig, LatentAgeEnv
 from agelatent.env.local_linear import min_norm_step
 from agelatent.runs import write_atomically
 from agelatent.store import cache_dir
@@ -24,37 +27,66 @@ def _wanted_years(env: LatentAgeEnv, max_years: float) -> torch.Tensor:
     return (env.targets - env.ages).clamp(-max_years, max_years)
 
 
-class LocalLinearWalk:
+def _positive(**values: float) -> None:
+    for key, value in values.items():
+        if isinstance(value, bool) or not (
+            isinstance(value, int | float) and math.isfinite(value) and value > 0
+        ):
+            raise ValueError(f"{key} must be a finite number > 0, got {value!r}")
+
+
+class LocalLinearWalk(Editor):
     """The paper's semantic age scheme without RL: each step is the minimum-norm step along the local age
-    direction ĝ(z) for ``clip(target - age, ±max_years_per_step)`` years, norm-capped and keeping the
-    env's ``action.keep`` quantities to first order (:meth:`LatentAgeEnv.age_step`, the policy's ``a[0]``).
-    The evaluation gives the walk its own cap and kept quantities (``editor_settings.local_linear_walk``)."""
+    direction ĝ(z) for ``clip(target - age, ±max_years_per_step)`` years, norm-capped at ``max_step_norm``
+    and keeping the ``keep`` quantities to first order (:meth:`LatentAgeEnv.age_step`, the policy's
+    ``a[0]``): its env is the MDP's in ``local_linear`` mode with the walk's own cap and kept quantities."""
 
-    requires_action_mode = "local_linear"
+    name = "local_linear_walk"
 
-    def __init__(self, *, max_years_per_step: float, name: str = "local_linear_walk"):
-        self.max_years_per_step, self.name = max_years_per_step, name
+    def __init__(self, *, max_years_per_step: float, max_step_norm: float, keep: tuple[str, ...] | list[str]):
+        _positive(max_years_per_step=max_years_per_step, max_step_norm=max_step_norm)
+        if any(k not in KEEPABLE for k in keep) or len(set(keep)) != len(keep):
+            raise ValueError(f"keep must be distinct names from {list(KEEPABLE)}, got {list(keep)}")
+        self.max_years_per_step, self.max_step_norm, self.keep = (
+            max_years_per_step,
+            max_step_norm,
+            tuple(keep),
+        )
+
+    @classmethod
+    def of_action(cls, action: ActionConfig) -> LocalLinearWalk:
+        """The walk an MDP's ``local_linear`` action settings describe (the policy's ``a[0]`` alone)."""
+        return cls(
+            max_years_per_step=action.max_years_per_step, max_step_norm=action.max_step_norm, keep=action.keep
+        )
+
+    def env_action(self, action: ActionConfig) -> ActionConfig:
+        return dataclasses.replace(
+            action, mode="local_linear", max_step_norm=self.max_step_norm, keep=self.keep
+        )
 
     def propose(self, env: LatentAgeEnv) -> torch.Tensor:
         return env.age_step(_wanted_years(env, self.max_years_per_step))
 
 
-class GlobalDirection:
-    """InterFaceGAN-style: one linear age model ``age ≈ w·z + b`` fitted on sampled latents; every face
-    walks along ``w`` (minimum-norm step for the wanted years under that linear model)."""
+class GlobalDirection(Editor):
+    """InterFaceGAN-style: one linear age model ``age ≈ w·z + b`` fitted on ``num_samples`` latents from seeds
+    ``first_seed ..`` (:func:`fit_global_direction`, on first use); every face walks along ``w``
+    (minimum-norm step for the wanted years under that linear model, norm-capped)."""
 
-    requires_action_mode = None
+    name = "global_direction"
 
-    def __init__(
-        self,
-        direction: torch.Tensor,
-        *,
-        max_years_per_step: float,
-        max_step_norm: float,
-        name: str = "global_direction",
-    ):
-        self.direction = direction.float()
-        self.max_years_per_step, self.max_step_norm, self.name = max_years_per_step, max_step_norm, name
+    def __init__(self, *, num_samples: int, first_seed: int, max_years_per_step: float, max_step_norm: float):
+        _positive(max_years_per_step=max_years_per_step, max_step_norm=max_step_norm)
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+            raise ValueError(f"num_samples must be an integer >= 2, got {num_samples!r}")
+        self.num_samples, self.first_seed = num_samples, first_seed
+        self.max_years_per_step, self.max_step_norm = max_years_per_step, max_step_norm
+        self.direction: torch.Tensor | None = None
+
+    def prepare(self, env: LatentAgeEnv) -> None:
+        if self.direction is None:
+            self.direction = fit_global_direction(env.world, self.num_samples, self.first_seed)["w"].float()
 
     def propose(self, env: LatentAgeEnv) -> torch.Tensor:
         w = self.direction.to(env.device).expand(env.num_envs, -1)
@@ -69,9 +101,7 @@ def _world_key(world, num_samples: int, seed: int, ridge: float) -> str:
             h.update(key.encode())
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes()[:4096])
         state[name] = h.hexdigest()[:16]
-    state.update(
-        num_samples=num_samples, seed=seed, ridge=ridge, runtime=getattr(world.perception, "runtime", "")
-    )
+    state.update(num_samples=num_samples, seed=seed, ridge=ridge, perception=repr(world.perception))
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -108,31 +138,22 @@ def fit_global_direction(
     return fit
 
 
-class GradientDescent:
+class GradientDescent(Editor):
     """White-box optimisation of the latent through the differentiable perception: each step descends
     ``((age - target) / age_scale)² + identity_weight * relu(soft_threshold - similarity)`` with a
     normalised gradient step of ``step_norm`` latent units (scaled down near the target)."""
 
-    requires_action_mode = None
+    name = "gradient_descent"
 
-    def __init__(
-        self,
-        *,
-        step_norm: float,
-        age_scale: float,
-        identity_weight: float,
-        name: str = "gradient_descent",
-    ):
-        self.step_norm, self.age_scale, self.identity_weight, self.name = (
-            step_norm,
-            age_scale,
-            identity_weight,
-            name,
-        )
+    def __init__(self, *, step_norm: float, age_scale: float, identity_weight: float):
+        _positive(step_norm=step_norm, age_scale=age_scale)
+        self.step_norm, self.age_scale, self.identity_weight = step_norm, age_scale, identity_weight
 
-    def propose(self, env: LatentAgeEnv) -> torch.Tensor:
+    def prepare(self, env: LatentAgeEnv) -> None:
         if not env.world.perception.differentiable:
             raise ValueError("gradient_descent needs a differentiable perception (perception.runtime=torch)")
+
+    def propose(self, env: LatentAgeEnv) -> torch.Tensor:
         z = env.z.detach().requires_grad_(True)
         scores = env.score(z, with_grad=True)
         sim = env.world.identity_similarity(scores.identity, env.identity0)
@@ -145,13 +166,14 @@ class GradientDescent:
         return -(self.step_norm * scale)[:, None] * unit
 
 
-class RandomWalk:
+class RandomWalk(Editor):
     """Isotropic random steps of a fixed norm: the floor any method must beat."""
 
-    requires_action_mode = None
+    name = "random_walk"
 
-    def __init__(self, *, step_norm: float, seed: int, name: str = "random_walk"):
-        self.step_norm, self.name = step_norm, name
+    def __init__(self, *, step_norm: float, seed: int):
+        _positive(step_norm=step_norm)
+        self.step_norm = step_norm
         self._rng = torch.Generator().manual_seed(seed)
 
     def propose(self, env: LatentAgeEnv) -> torch.Tensor:

@@ -4,7 +4,9 @@ State (observation, float32, in this order; ``d`` = latent dim):
 
 * with ``env.observe_latent`` (on with ``action=full``): ``z`` (``d``, the current latent; standard-normal prior, so already
   unit-scaled) and ``(z - z0) * offset_scale`` (``d``): how far the edit has moved from the start face;
-* ``‖z - z0‖`` and ``10 (‖z‖/√d - 1)``: the size of the edit and its distance from the prior's shell;
+* ``‖z - z0‖`` and ``10 (ρ - 1)``: the size of the edit and its distance from the prior's typical set, with
+  ρ the latent's distance from the typical set's centre in units of its radius (``World.typical_set()``;
+  the standard normal's: ``‖z‖/√d``; averaged over blocks for StyleGAN2's W+);
 * ``(target - c) / s``, ``(age - c) / s``, ``(target - age) / s``: target and current age, with ``c`` the
   middle of the perception's ``age_range`` and ``s`` a quarter of its width (embedded world: 40 and 20);
 * ``similarity`` and ``(similarity - hard_bound) / (1 - hard_bound)``: identity to the start face;
@@ -33,7 +35,7 @@ Actions are in ``[-1, 1]`` and mapped to a latent displacement Δz:
   the local-linear walk's step (with ``agent.zero_init_mean`` the untrained policy starts there).
 
 Transition: z' = z + Δz, then optionally radially clamped into the prior's typical set
-(‖z‖/√d within ``1 ± typical_set_tolerance``). Termination: success when |age − target| ≤
+(ρ within ``1 ± typical_set_tolerance``, :meth:`~agelatent.generators.TypicalSet.clamp`). Termination: success when |age − target| ≤
 ``success_tolerance_years`` with similarity ≥ the hard bound; failure when similarity < the hard bound;
 truncation at ``max_steps``. The reward is a :class:`~agelatent.env.rewards.Reward`.
 
@@ -48,6 +50,7 @@ given faces with given targets and, with ``auto_reset=False``, freezes rows that
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -237,7 +240,7 @@ class LatentAgeEnv:
         )
         self._basis = torch.linalg.qr(basis.T).Q.T.contiguous().to(self.device)  # [K, d] orthonormal
         self._rng = torch.Generator().manual_seed(0)
-        self._radius = math.sqrt(d)
+        self.typical = world.typical_set()  # the clamp, the observation's ρ and the reward's latent_radius
         b = cfg.num_envs
         self.z = torch.zeros(b, d, device=self.device)
         self.z0 = torch.zeros_like(self.z)
@@ -257,7 +260,26 @@ class LatentAgeEnv:
         self.p_male = torch.zeros(b, device=self.device)
         self.images: torch.Tensor | None = None
         self._world_calls = 0  # latents scored (the cost unit of an edit)
+        self.row_calls = torch.zeros(b, device=self.device)  # the same, per row since its episode started
         self._stats = self._empty_stats()
+
+    @classmethod
+    def from_config(
+        cls, world, cfg: Mapping[str, Any], *, auto_reset: bool = True, **fields: Any
+    ) -> LatentAgeEnv:
+        """The MDP and its reward as a composed train/eval config defines them (``env``, ``action``,
+        ``identity``, ``target`` and ``reward`` groups), on ``world``; ``fields`` replace top-level env
+        settings (e.g. ``num_envs``). The one way scripts, benchmarks and tests build a training env."""
+        env_cfg = LatentAgeEnvConfig.from_config(cfg)
+        if fields:
+            env_cfg = dataclasses.replace(env_cfg, **fields)
+        return cls(world, env_cfg, Reward.from_config(cfg["reward"]), auto_reset=auto_reset)
+
+    @classmethod
+    def for_edits(cls, world, cfg: LatentAgeEnvConfig, num_envs: int) -> LatentAgeEnv:
+        """An env that moves editors: ``num_envs`` edits under ``cfg``'s rules, rows frozen when they finish
+        (``auto_reset=False``), no reward (editors are judged by metrics)."""
+        return cls(world, dataclasses.replace(cfg, num_envs=num_envs), Reward.zero(), auto_reset=False)
 
     # ---- scoring ----------------------------------------------------------------------------------------
     @property
@@ -273,17 +295,25 @@ class LatentAgeEnv:
             raise RuntimeError("the age gradient is only tracked with action.mode=local_linear")
         return self._grad
 
-    def score(self, latents: torch.Tensor, *, with_grad: bool = False):
+    def score(self, latents: torch.Tensor, *, with_grad: bool = False, rows: torch.Tensor | None = None):
         """Score latents through the world, counted in :attr:`world_calls` (for editors that look ahead,
-        e.g. white-box gradient descent)."""
+        e.g. white-box gradient descent) and in :attr:`row_calls`: to the row each latent is for (``rows``,
+        one index per latent), or shared out evenly over the rows when ``rows`` is None."""
         self._world_calls += len(latents)
+        if rows is None:
+            self.row_calls += len(latents) / self.num_envs
+        else:
+            self.row_calls.index_add_(0, rows.to(self.device), torch.ones(len(rows), device=self.device))
         return self.world.score(latents, with_grad=with_grad)
 
-    def _score(self, latents: torch.Tensor, identity0: torch.Tensor | None = None):
-        """Score latents; with local-linear actions also return ĝ at them, and with ``action.keep`` the
-        kept quantities' gradients ``[B, R, d]`` (identity drift measured from ``identity0``; zero where it
-        is None, i.e. at the start face, where the drift is at its minimum)."""
-        self._world_calls += len(latents)
+    def _score(self, rows: torch.Tensor, latents: torch.Tensor, identity0: torch.Tensor | None = None):
+        """Score the latents of ``rows``; with local-linear actions also return ĝ at them, and with
+        ``action.keep`` the kept quantities' gradients ``[B, R, d]`` (identity drift measured from
+        ``identity0``; zero where it is None, i.e. at the start face, where the drift is at its minimum)."""
+        probes = self.local_linear and self.cfg.age_direction.method == "probes"
+        cost = 1 + (2 * min(self.cfg.age_direction.num_probes, self.latent_dim) if probes else 0)
+        self._world_calls += len(latents) * cost
+        self.row_calls[rows] += cost
         if not self.local_linear:
             return self.world.score(latents), None, None
         if self.cfg.age_direction.method == "autograd":
@@ -308,11 +338,12 @@ class LatentAgeEnv:
             return _detach_scores(scores), rows[0], keep.detach()
         scores = self.world.score(latents)
         grad, _ = local_age_gradient(self.world, latents, self.cfg.age_direction, self._rng)
-        self._world_calls += len(latents) * 2 * min(self.cfg.age_direction.num_probes, self.latent_dim)
         return scores, grad, None
 
-    def _start(self, rows: torch.Tensor, latents: torch.Tensor, targets: torch.Tensor | None) -> None:
-        scores, grad, keep = self._score(latents)
+    def start_episodes(self, rows: torch.Tensor, latents: torch.Tensor, targets: torch.Tensor | None) -> None:
+        """(Re)start episodes ``rows`` from ``latents``, towards ``targets`` (None: drawn from ``cfg.target``)."""
+        self.row_calls[rows] = 0.0
+        scores, grad, keep = self._score(rows, latents)
         self.z[rows] = latents
         self.z0[rows] = latents
         self.ages[rows] = scores.ages_years
@@ -337,12 +368,10 @@ class LatentAgeEnv:
             self.images = torch.zeros(self.num_envs, *scores.images.shape[1:], device=self.device)
         self.images[rows] = scores.images
 
-    def _sample_starts(self, n: int) -> torch.Tensor:
-        own = getattr(self.world.generator, "sample_latents", None)
-        if own is not None:  # a generator with its own prior: draw seeds from our stream
-            seeds = torch.randint(0, 2**31 - 1, (n,), generator=self._rng).tolist()
-            return own(seeds, self.device)
-        return torch.randn(n, self.latent_dim, generator=self._rng).to(self.device)
+    def sample_starts(self, n: int) -> torch.Tensor:
+        """``n`` training start faces: seeds from the env's own stream, latents from the generator's prior."""
+        seeds = torch.randint(0, 2**31 - 1, (n,), generator=self._rng).tolist()
+        return self.world.sample_latents(seeds)
 
     # ---- protocol -------------------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> torch.Tensor:
@@ -350,7 +379,7 @@ class LatentAgeEnv:
         if seed is not None:
             self._rng.manual_seed(seed)
         rows = torch.arange(self.num_envs, device=self.device)
-        self._start(rows, self._sample_starts(self.num_envs), None)
+        self.start_episodes(rows, self.sample_starts(self.num_envs), None)
         return self.observation()
 
     def reset_to(self, start_latents: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -369,7 +398,7 @@ class LatentAgeEnv:
                 f"target ages must lie in the age model's range [{lo:g}, {hi:g}], got {targets.tolist()}"
             )
         rows = torch.arange(self.num_envs, device=self.device)
-        self._start(rows, start_latents.to(self.device, torch.float32), targets)
+        self.start_episodes(rows, start_latents.to(self.device, torch.float32), targets)
         return self.observation()
 
     def observation(self) -> torch.Tensor:
@@ -379,7 +408,7 @@ class LatentAgeEnv:
         parts = [self.z, offset * cfg.offset_scale] if cfg.observe_latent else []
         parts += [
             offset.norm(dim=1, keepdim=True),
-            (self.z.norm(dim=1, keepdim=True) / self._radius - 1.0) * 10.0,
+            (self.typical.relative_radii(self.z).mean(1, keepdim=True) - 1.0) * 10.0,
             ((self.targets - self._age_centre) / self._age_scale)[:, None],
             ((self.ages - self._age_centre) / self._age_scale)[:, None],
             ((self.targets - self.ages) / self._age_scale)[:, None],
@@ -440,10 +469,7 @@ class LatentAgeEnv:
         """Radially clamp into the typical set (when enabled)."""
         if not self.cfg.typical_set:
             return z
-        tol = self.cfg.typical_set_tolerance
-        norm = z.norm(dim=1, keepdim=True).clamp_min(1e-6)
-        target = norm.clamp(self._radius * (1 - tol), self._radius * (1 + tol))
-        return z * (target / norm)
+        return self.typical.clamp(z, self.cfg.typical_set_tolerance)
 
     def step_latent(self, delta: torch.Tensor) -> StepResult:
         """Advance every active row by the latent displacement ``delta [B, d]``."""
@@ -458,7 +484,7 @@ class LatentAgeEnv:
             return StepResult(
                 obs, obs, torch.zeros_like(self.ages), none, none, self.returns.clone(), self.t.clone()
             )
-        scores, grad, keep = self._score(z_new[rows], self.identity0[rows])
+        scores, grad, keep = self._score(rows, z_new[rows], self.identity0[rows])
         ages_before = self.ages.clone()
         self.z[rows] = z_new[rows]
         self.ages[rows] = scores.ages_years
@@ -481,7 +507,10 @@ class LatentAgeEnv:
             ages_after=self.ages,
             targets=self.targets,
             similarity=self.similarity,
+            p_male=self.p_male,
+            start_p_male=self.start_p_male,
             latents_after=self.z,
+            latent_radius=self.typical.relative_radii(self.z),
             step_norm=step_norm,
             success=success,
             identity_lost=identity_lost,
@@ -504,10 +533,10 @@ class LatentAgeEnv:
         final_obs = self.observation()
         episode_return = self.returns.clone()
         episode_length = self.t.clone()
-        self._record(done)
+        self.record_finished(done)
         if self.auto_reset and bool(done.any()):
             finished = done.nonzero().flatten()
-            self._start(finished, self._sample_starts(len(finished)), None)
+            self.start_episodes(finished, self.sample_starts(len(finished)), None)
             obs = self.observation()
         else:
             self.active &= ~done
@@ -568,7 +597,8 @@ class LatentAgeEnv:
             ("episodes", "success", "identity_lost", "age_error", "similarity", "length"), 0.0
         )
 
-    def _record(self, done: torch.Tensor) -> None:
+    def record_finished(self, done: torch.Tensor) -> None:
+        """Add the episodes ``done`` ends to the statistics :meth:`episode_metrics` reports."""
         if not bool(done.any()):
             return
         s = self._stats

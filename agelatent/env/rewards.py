@@ -3,7 +3,9 @@ their weighted sum, composed from the Hydra ``reward/`` group (ablate a term by 
 
 Every term maps a batched :class:`Transition` to ``[B]`` and is unitless by construction (years are divided
 by a scale), so weights are comparable across terms. The terms' constructors take keyword arguments only
-and have no defaults: their values live in ``conf/reward/`` (build with :meth:`Reward.from_config`).
+and have no defaults: their values live in ``conf/reward/`` (build with :meth:`Reward.from_config`). A new
+term is a :class:`RewardTerm` subclass anywhere on the Python path, added with
+``+reward.terms.<name>={_target_: my_module.MyTerm, weight: ...}`` (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ class Transition:
     ages_after: torch.Tensor
     targets: torch.Tensor
     similarity: torch.Tensor  # identity similarity of the new face to the episode's start face
+    p_male: torch.Tensor  # P(male) of the new face
+    start_p_male: torch.Tensor  # P(male) of the episode's start face
     latents_after: torch.Tensor  # [B, d]
+    latent_radius: (
+        torch.Tensor
+    )  # [B, blocks]: the new latent's distance from the typical set's centre / radius
     step_norm: torch.Tensor  # ‖Δz‖ of the action taken
     success: torch.Tensor  # bool
     identity_lost: torch.Tensor  # bool: similarity fell below the hard bound
@@ -73,15 +80,17 @@ class IdentityPenalty(RewardTerm):
 
 
 class LatentPrior(RewardTerm):
-    """Penalise leaving the prior's typical set: |‖z‖/√d − 1| beyond a tolerance."""
+    """Penalise leaving the prior's typical set: |ρ − 1| beyond a tolerance, with ρ the latent's distance from
+    the typical set's centre in units of its radius (``World.typical_set()``; mean over blocks). With the
+    env's clamp on (``env.typical_set``) and the same tolerance it is always 0: it is the soft prior of runs
+    that turn the clamp off."""
 
     def __init__(self, *, weight: float, tolerance: float) -> None:
         super().__init__(weight=weight)
         self.tolerance = tolerance
 
     def value(self, t: Transition) -> torch.Tensor:
-        radius = t.latents_after.norm(dim=1) / t.latents_after.shape[1] ** 0.5
-        return -((radius - 1).abs() - self.tolerance).clamp_min(0)
+        return -((t.latent_radius - 1).abs() - self.tolerance).clamp_min(0).mean(-1)
 
 
 class StepCost(RewardTerm):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +28,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from agelatent.editors import (
-    EditResult,
-    GlobalDirection,
-    GradientDescent,
-    LocalLinearWalk,
-    PolicyEditor,
-    RandomWalk,
-    fit_global_direction,
-    run_edits,
-)
+from agelatent.editors import Editor, EditResult, build_editor, run_edits
 from agelatent.env.latent_age import MDP_GROUPS, LatentAgeEnv, LatentAgeEnvConfig
-from agelatent.env.rewards import Reward
 from agelatent.evaluation.held_out import check_protocol, held_out_edits
 from agelatent.evaluation.independent import calibrate, independent_summary
 from agelatent.evaluation.metrics import bootstrap_ci, summarise
@@ -48,64 +37,25 @@ from agelatent.reports.grids import edit_grid
 from agelatent.reports.tables import protocol_note, write_edits_csv, write_table
 from agelatent.runs import RunDir
 
-__all__ = [
-    "EDITORS",
-    "EVALUATOR_KINDS",
-    "editor_env_config",
-    "evaluate",
-    "make_editor",
-    "validate",
-    "validate_editors",
-]
+__all__ = ["EVALUATOR_KINDS", "editor_mdp", "evaluate", "validate", "validate_editors"]
 
 log = logging.getLogger(__name__)
 
-EDITORS = ("sac_policy", "local_linear_walk", "global_direction", "gradient_descent", "random_walk")
 EVALUATOR_KINDS = ("perception", "independent_age")
 
 
-def editor_env_config(name: str, cfg: DictConfig, env_cfg: LatentAgeEnvConfig, num_envs: int):
-    """The MDP an editor runs under: the policy's (``env_cfg``) with ``num_envs`` parallel edits, in the
-    action mode the editor needs -- the policy its trained one, the walk ``local_linear`` with its own
-    step cap and kept quantities (``editor_settings.local_linear_walk``), the others the cheaper ``full``
-    mode (same transition rules: they move by raw latent steps)."""
-    action = env_cfg.action
-    if name == "local_linear_walk":
-        walk = cfg.editor_settings.local_linear_walk
-        try:
-            action = dataclasses.replace(
-                action, mode="local_linear", max_step_norm=walk.max_step_norm, keep=tuple(walk.keep)
-            )
-        except ValueError as err:
-            raise ValueError(f"editor_settings.local_linear_walk: {err}") from None
-    elif name != "sac_policy":
-        action = dataclasses.replace(action, mode="full")
-    return dataclasses.replace(env_cfg, num_envs=num_envs, action=action)
+def editor_mdp(editor: Editor, mdp: LatentAgeEnvConfig) -> LatentAgeEnvConfig:
+    """The MDP ``editor`` runs under: ``mdp`` (the policy's) with the action settings the editor needs
+    (:meth:`~agelatent.editors.Editor.env_action`: the policy its trained ones, the walk ``local_linear`` with
+    its own cap and kept quantities, the others the cheaper ``full`` mode -- same transition rules)."""
+    try:
+        return dataclasses.replace(mdp, action=editor.env_action(mdp.action))
+    except ValueError as err:
+        raise ValueError(f"editor_settings.{editor.name}: {err}") from None
 
 
-def make_editor(name: str, cfg: DictConfig, world, env_cfg: LatentAgeEnvConfig):
-    s = cfg.editor_settings
-    if name == "local_linear_walk":
-        return LocalLinearWalk(max_years_per_step=s.local_linear_walk.max_years_per_step)
-    if name == "global_direction":
-        g = s.global_direction
-        fit = fit_global_direction(world, g.num_samples, g.first_seed)
-        return GlobalDirection(
-            fit["w"], max_years_per_step=g.max_years_per_step, max_step_norm=g.max_step_norm
-        )
-    if name == "gradient_descent":
-        g = s.gradient_descent
-        return GradientDescent(
-            step_norm=g.step_norm, age_scale=g.age_scale, identity_weight=g.identity_weight
-        )
-    if name == "random_walk":
-        return RandomWalk(step_norm=s.random_walk.step_norm, seed=int(cfg.seed))
-    raise ValueError(f"unknown editor {name!r}; known: {EDITORS}")
-
-
-def validate(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, Path | None]:
-    """Every config error before any model loads; returns the MDP the editors run under and the policy's
-    checkpoint (None without ``sac_policy``)."""
+def validate(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, dict[str, Editor]]:
+    """Every config error before any model loads; returns the MDP the editors run under and the editors."""
     from agelatent.world import check_run_settings, perception_class
 
     check_run_settings(cfg)
@@ -120,29 +70,27 @@ def validate(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, Path | None]:
     return validate_editors(cfg)
 
 
-def validate_editors(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, Path | None]:
-    """The editors' part of :func:`validate` (also ``agelatent-edit``'s): known names, the policy when
-    ``sac_policy`` is asked for, the baselines' settings, and the MDP they run under."""
-    unknown = [e for e in cfg.editors if e not in EDITORS]
+def validate_editors(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, dict[str, Editor]]:
+    """The editors' part of :func:`validate` (also ``agelatent-edit``'s): each name in ``editors`` built from
+    its ``editor_settings.<name>`` (no model loads), the MDP they run under (a policy's run's, when
+    ``policy`` is set) and each editor's action settings checked against it."""
+    known = list(cfg.editor_settings)
+    unknown = [e for e in cfg.editors if e not in known]
     if unknown:
-        raise ValueError(f"editors: unknown {unknown}; choose from {list(EDITORS)}")
-    if "sac_policy" in cfg.editors and not cfg.policy:
         raise ValueError(
-            "editors includes sac_policy but policy is null: set policy=runs/<name> (a training run)"
+            f"editors: unknown {unknown}; choose from {known}, or add one with "
+            f"+editor_settings.{unknown[0]}={{_target_: <module>.<EditorClass>, ...}} (docs/extending.md)"
         )
-    ckpt, mdp_source = None, cfg
+    mdp_source = cfg
     if cfg.policy:
-        run, ckpt = RunDir.of_policy(cfg.policy)
+        run, _ = RunDir.of_policy(cfg.policy)
         mdp_source = _with_new_mdp_keys(run.load_config(), cfg) if run.config.is_file() else cfg
-    for name in ("local_linear_walk", "global_direction"):
-        for key in ("max_years_per_step", "max_step_norm"):
-            value = cfg.editor_settings[name][key]
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"editor_settings.{name}.{key} must be a finite number > 0, got {value!r}")
+    editors = {name: build_editor(name, cfg.editor_settings[name]) for name in cfg.editors}  # before the MDP,
+    # whose local_linear action reads the walk's settings: a bad one is named where it was set
     env_cfg = LatentAgeEnvConfig.from_config(mdp_source)
-    for name in cfg.editors:  # the walk's kept quantities are checked by the action config they enter
-        editor_env_config(name, cfg, env_cfg, env_cfg.num_envs)
-    return env_cfg, ckpt
+    for editor in editors.values():
+        editor_mdp(editor, env_cfg)
+    return env_cfg, editors
 
 
 # MDP settings added after runs were trained with them absent, and the value that reproduces what such a run
@@ -176,7 +124,7 @@ def _with_new_mdp_keys(run_cfg: DictConfig, cfg: DictConfig) -> DictConfig:
 
 def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]:
     """Run the protocol; writes ``results.csv``, ``results.md``, ``edits.csv`` and ``grid_<editor>.png``."""
-    env_cfg, ckpt = validate(cfg)
+    env_cfg, editors = validate(cfg)
     if world is None:
         from agelatent.world import build_world
 
@@ -205,14 +153,8 @@ def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]
     targets = [float(t) for t in protocol.targets]
     starts, target_t, seeds = held_out_edits(world, protocol)
     rows, results = [], {}
-    for name in cfg.editors:
-        ecfg = editor_env_config(name, cfg, env_cfg, len(seeds))
-        env = LatentAgeEnv(world, ecfg, Reward.zero(), auto_reset=False)  # editors are judged by metrics
-        editor = (
-            PolicyEditor.from_checkpoint(ckpt, env)
-            if name == "sac_policy"
-            else make_editor(name, cfg, world, ecfg)
-        )
+    for name, editor in editors.items():
+        env = LatentAgeEnv.for_edits(world, editor_mdp(editor, env_cfg), len(seeds))
         result = run_edits(env, editor, starts, target_t)
         summary = summarise(result, env_cfg.identity.hard_bound, protocol)
         for ev_name, (spec, model) in evaluators.items():

@@ -4,7 +4,6 @@ Test faces are for ``agelatent-eval``; a training run never looks at them."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ from omegaconf import DictConfig
 
 from agelatent.editors import PolicyEditor, run_edits
 from agelatent.env.latent_age import LatentAgeEnv, LatentAgeEnvConfig
-from agelatent.env.rewards import Reward
 from agelatent.evaluation.held_out import held_out_edits
 from agelatent.evaluation.metrics import summarise
 from agelatent.reports.grids import edit_grid
@@ -35,10 +33,8 @@ def write_training_report(
     protocol = cfg.protocol
     targets = [float(t) for t in protocol.targets]
     starts, target_t, seeds = held_out_edits(world, protocol)
-    env = LatentAgeEnv(
-        world, dataclasses.replace(env_cfg, num_envs=len(seeds)), Reward.zero(), auto_reset=False
-    )
-    result = run_edits(env, PolicyEditor.from_checkpoint(checkpoint, env), starts, target_t)
+    env = LatentAgeEnv.for_edits(world, env_cfg, len(seeds))
+    result = run_edits(env, PolicyEditor(policy=checkpoint), starts, target_t)
     summary: dict[str, Any] = summarise(result, env_cfg.identity.hard_bound, protocol)
     summary.update(train_minutes=train_seconds / 60, env_steps=env_steps)
 

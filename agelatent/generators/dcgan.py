@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from agelatent.generators.base import Generator
 from agelatent.store import load_weights_only, model_path
 
 
-class DCGANGenerator(nn.Module):
+class DCGANGenerator(Generator):
     """z ``[B, nz]`` (standard normal) -> images ``[B, 3, 64, 64]`` in [-1, 1]."""
 
     #: how agelatent-edit crops a photo's face for this generator by default (agelatent.photos.faces):

@@ -39,8 +39,24 @@ class TypicalSet:
     def standard_normal(cls, latent_dim: int, device: torch.device | str = "cpu") -> TypicalSet:
         return cls(torch.zeros(latent_dim, device=device), latent_dim, math.sqrt(latent_dim))
 
+    def relative_radii(self, latents: torch.Tensor) -> torch.Tensor:
+        """``[B, latent_dim]`` -> ``[B, blocks]``: each block's distance from its centre in units of
+        ``radius`` (1 on the typical set)."""
+        return self._offsets(latents).norm(dim=-1) / self.radius
+
     def penalty(self, latents: torch.Tensor) -> torch.Tensor:
         """``[B, latent_dim]`` -> ``[B]``: the mean over blocks of ``(|x_b - c_b| / radius - 1)^2``
         (0 on the typical set; grows off it on either side)."""
-        offsets = (latents - self.centre.to(latents.device)).reshape(len(latents), -1, self.block)
-        return (offsets.norm(dim=-1) / self.radius - 1).pow(2).mean(-1)
+        return (self.relative_radii(latents) - 1).pow(2).mean(-1)
+
+    def clamp(self, latents: torch.Tensor, tolerance: float) -> torch.Tensor:
+        """Move each block of ``latents`` radially (about its centre) to within ``radius * (1 ± tolerance)``."""
+        offsets = self._offsets(latents)
+        norm = offsets.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        target = norm.clamp(self.radius * (1 - tolerance), self.radius * (1 + tolerance))
+        return (self.centre.to(latents.device) + (offsets * (target / norm)).reshape(latents.shape)).to(
+            latents.dtype
+        )
+
+    def _offsets(self, latents: torch.Tensor) -> torch.Tensor:
+        return (latents - self.centre.to(latents.device)).reshape(len(latents), -1, self.block)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agelatent.generators.base import Generator
 from agelatent.generators.latents import TypicalSet
 from agelatent.generators.latents import sample_latents as _standard_normal
 from agelatent.store import ModelFileError, load_weights_only
@@ -286,7 +287,7 @@ class ToRGB(nn.Module):
 # The generator
 
 
-class StyleGAN2Generator(nn.Module):
+class StyleGAN2Generator(Generator):
     """StyleGAN2 generator, latents ``[B, latent_dim]`` -> images ``[B, 3, size, size]`` in about [-1, 1].
 
     Construct it with :meth:`from_checkpoint` (architecture read off the state dict); the constructor

@@ -6,13 +6,22 @@ A perception is a set of frozen face networks: images in [-1, 1] -> ages, identi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 import torch
+from torch import nn
 
-__all__ = ["FaceScores", "NonFiniteScoresError", "Perception", "check_finite"]
+__all__ = [
+    "PERCEPTION_HOOKS",
+    "FaceScores",
+    "NonFiniteScoresError",
+    "Perception",
+    "check_finite",
+    "check_perception",
+]
 
 
 @dataclass(frozen=True)
@@ -24,26 +33,78 @@ class FaceScores:
     p_male: torch.Tensor  # [B] probability the face is male
 
 
-class Perception(Protocol):
-    """Frozen face networks: images in [-1, 1] -> ages, identity embeddings, gender."""
+class Perception(nn.Module):
+    """Base class of perceptions: frozen face networks, images in [-1, 1] -> ages, identity embeddings,
+    gender. A subclass sets the class attributes ``age_range`` and ``identity_dim``, sets
+    ``same_person_similarity`` and writes ``forward`` and ``ages``; the other hooks of
+    :data:`PERCEPTION_HOOKS` have defaults (cosine similarity, differentiable, no augmentation, no landmarks).
+    """
 
-    #: identity similarity at or above which two faces count as the same person
-    same_person_similarity: float
-    #: whether gradients reach the images (``runtime=torch``: yes; ``runtime=onnxruntime``: no)
-    differentiable: bool
     #: (lowest, highest) age in years the age network can predict; a class attribute, so configs can be
     #: checked against it before any model is loaded
     age_range: ClassVar[tuple[float, float]]
     #: length of the identity embedding (``FaceScores.identity.shape[1]``)
     identity_dim: ClassVar[int]
+    #: identity similarity at or above which two faces count as the same person
+    same_person_similarity: float
 
-    def __call__(self, images: torch.Tensor) -> FaceScores: ...
+    @property
+    def differentiable(self) -> bool:
+        """Whether gradients reach the images (``runtime=torch``: yes; ``runtime=onnxruntime``: no)."""
+        return True
+
+    def forward(self, images: torch.Tensor) -> FaceScores:
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(images) -> FaceScores")
 
     def ages(self, images: torch.Tensor) -> torch.Tensor:
         """Ages only (skips the identity network): the cheap path for probes and age-only baselines."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} must implement ages(images) -> [B] years")
 
-    def identity_similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor: ...
+    @staticmethod
+    def identity_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Similarity of identity embeddings, broadcasting over leading dims (default: cosine)."""
+        return torch.nn.functional.cosine_similarity(a, b, dim=-1)
+
+    @contextlib.contextmanager
+    def augmentation(self, enabled: bool = True) -> Iterator[None]:
+        """Within the block, the reward's readings use the perception's training-time augmentation, if it has
+        one (``agelatent-train`` only; default: none)."""
+        yield
+
+    def five_point_landmarks(self, images: torch.Tensor) -> torch.Tensor | None:
+        """``[B, 5, 2]`` five-point landmarks (dlib's order) in the images' pixels, as the perception aligns
+        them, or ``None`` when it does not locate faces (agelatent-edit then detects them with dlib)."""
+        return None
+
+
+#: the attributes and methods the framework uses, each with what it is for
+PERCEPTION_HOOKS: dict[str, str] = {
+    "age_range": "class attribute (lo, hi): ages the age network can predict (targets are checked against it)",
+    "identity_dim": "class attribute int: length of the identity embedding",
+    "same_person_similarity": "float: identity similarity at or above which two faces are the same person",
+    "differentiable": "bool: whether gradients reach the images (white-box editors need it)",
+    "forward": "images [B, 3, H, W] in [-1, 1] -> FaceScores (ages, identity, P(male))",
+    "ages": "images -> ages [B] in years, without the identity network",
+    "identity_similarity": "(a, b) embeddings -> similarity, broadcasting",
+    "augmentation": "context manager: training-time augmentation of the reward's readings (may do nothing)",
+    "five_point_landmarks": "images -> [B, 5, 2] landmarks in image pixels, or None",
+}
+
+
+def check_perception(perception: object) -> None:
+    """Raise ``TypeError`` naming every hook of :data:`PERCEPTION_HOOKS` that ``perception`` lacks."""
+    missing = [name for name in PERCEPTION_HOOKS if not hasattr(perception, name)]
+    if missing:
+        needs = "; ".join(f"{name}: {PERCEPTION_HOOKS[name]}" for name in missing)
+        raise TypeError(
+            f"perception {type(perception).__name__} lacks the hook(s) {missing} ({needs}); subclass "
+            "agelatent.perception.base.Perception, which supplies the defaults (docs/extending.md)"
+        )
+    lo, hi = perception.age_range
+    if not lo < hi:
+        raise ValueError(
+            f"perception {type(perception).__name__}.age_range must be (lo, hi) with lo < hi, got {(lo, hi)}"
+        )
 
 
 class NonFiniteScoresError(FloatingPointError):

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from torch import nn
 
 from agelatent.perception.align import (
     DEFAULT_PADDING,
@@ -48,9 +47,10 @@ from agelatent.perception.align import (
     FivePointLandmarker,
     extract_chips_upsampled,
     face_chip_details,
+    rescale_landmarks,
     resize_bicubic,
 )
-from agelatent.perception.base import FaceScores, check_finite
+from agelatent.perception.base import FaceScores, Perception, check_finite
 from agelatent.perception.dlib_resnet import DESCRIPTOR_DIM, DlibFaceResNet
 from agelatent.perception.onnx_models import (
     AGE_RANGE_YEARS,
@@ -105,7 +105,7 @@ class AlignmentJitter:
         return moved, flip
 
 
-class EmbeddedPerception(nn.Module):
+class EmbeddedPerception(Perception):
     """Frozen face networks of the embedded world behind one batched call (see the module docstring).
 
     ``runtime``: ``"torch"`` (default; differentiable, the ONNX graphs converted with onnx2torch) or
@@ -241,6 +241,11 @@ class EmbeddedPerception(nn.Module):
             "the embedded perception's networks (dlib-models age-v1 and gender-v1, dlib's face descriptor)",
         )
         return FaceScores(ages_years=ages, identity=identity, p_male=p_male)
+
+    def five_point_landmarks(self, images: torch.Tensor) -> torch.Tensor:
+        """The landmarks the chips are cut at, in the images' pixels (``[B, 5, 2]``, float64 CPU)."""
+        work = self.work_images(images)
+        return rescale_landmarks(self.landmarks(work), tuple(work.shape[-2:]), tuple(images.shape[-2:]))
 
     @staticmethod
     def identity_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

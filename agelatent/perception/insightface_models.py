@@ -44,9 +44,8 @@ import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from agelatent.perception.base import FaceScores, check_finite
+from agelatent.perception.base import FaceScores, Perception, check_finite
 from agelatent.perception.onnx_models import (
     RUNTIMES,
     OnnxRunner,
@@ -488,7 +487,7 @@ def _box_array(face_box_1024: Sequence[float]) -> np.ndarray:
     return box
 
 
-class InsightFacePerception(nn.Module):
+class InsightFacePerception(Perception):
     """insightface's ArcFace + genderage networks on FFHQ-aligned generated faces (see the module docstring).
 
     ``recognition_path`` / ``genderage_path``: local ONNX files (``perception.recognition_path`` /

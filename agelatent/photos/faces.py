@@ -50,7 +50,6 @@ from agelatent.perception.align import (
     FivePointLandmarker,
     fit_similarity,
     load_shape_predictor,
-    rescale_landmarks,
     shape_points,
 )
 from agelatent.photos.io import PhotoError
@@ -131,23 +130,19 @@ def detect_faces(
 def generator_template(world, num_faces: int, first_seed: int) -> np.ndarray:
     """``[5, 2]``: the mean five-point landmarks of ``num_faces`` of the generator's samples (seeds
     ``first_seed ..``), in its output pixels (see the module docstring)."""
-    perception = world.perception
-    recipe = hasattr(perception, "work_images") and hasattr(perception, "landmarks")
-    detector = (
-        None if recipe else FivePointLandmarker(work_size=None, value_range=(-1.0, 1.0), backend="dlib")
-    )
+    detector = None  # for a perception that does not locate faces itself (five_point_landmarks is None)
     found = []
     for start in range(first_seed, first_seed + num_faces, 32):
         z = world.sample_latents(range(start, min(start + 32, first_seed + num_faces)))
         with torch.no_grad():
             images = world.generate(z)
-        size = images.shape[-2:]
-        if recipe:
-            work = perception.work_images(images)
-            found.append(rescale_landmarks(perception.landmarks(work), tuple(work.shape[-2:]), tuple(size)))
-        else:
-            points, ok = detector.detect(images.cpu(), upsample_num_times=0)
-            found.append(points[ok])
+        points = world.perception.five_point_landmarks(images)
+        if points is not None:
+            found.append(points)
+            continue
+        detector = detector or FivePointLandmarker(work_size=None, value_range=(-1.0, 1.0), backend="dlib")
+        points, ok = detector.detect(images.cpu(), upsample_num_times=0)
+        found.append(points[ok])
     points = torch.cat(found)
     if len(points) < max(1, num_faces // 4):
         raise PhotoError(

@@ -94,6 +94,7 @@ EDIT_COLUMNS = (
     "similarity",
     "outcome",
     "steps",
+    "world_calls",
 )
 
 
@@ -117,5 +118,6 @@ def write_edits_csv(path: Path, results: Sequence, seeds: Sequence[int]) -> None
                         f"{result.final_similarity[i]:.4f}",
                         Outcome(int(result.outcome[i])).label,
                         int(result.steps[i]),
+                        f"{result.row_world_calls[i]:g}",
                     ]
                 )

@@ -257,7 +257,7 @@ def allowed_copies(num_envs: int, latent_dim: int) -> tuple[AllowedCopy, ...]:
         ),
         rule(
             "agelatent/env/latent_age.py",
-            "_record",
+            "record_finished",
             ("DtoH",),
             flag,
             "episode statistics (success, identity loss, age error, similarity, length) are summed into "
@@ -265,7 +265,7 @@ def allowed_copies(num_envs: int, latent_dim: int) -> tuple[AllowedCopy, ...]:
         ),
         rule(
             "agelatent/env/latent_age.py",
-            "_start",
+            "start_episodes",
             ("DtoH", "HtoD"),
             num_envs * 4,
             "restarting finished rows: the env's CPU generator draws targets from the start ages (ages "
@@ -281,11 +281,12 @@ def allowed_copies(num_envs: int, latent_dim: int) -> tuple[AllowedCopy, ...]:
             "episodes end",
         ),
         rule(
-            "agelatent/env/latent_age.py",
-            "_sample_starts",
+            "agelatent/generators/latents.py",
+            "sample_latents",
             ("HtoD",),
             rows,
-            "start latents of restarted rows for generators without their own prior (env's CPU generator)",
+            "start latents of restarted rows for generators with the standard-normal prior: one CPU generator "
+            "per seed (a seed is the same face in any batch, on any device), then uploaded; only when episodes end",
         ),
         rule(
             "agelatent/perception/insightface_models.py",
@@ -304,14 +305,14 @@ def allowed_copies(num_envs: int, latent_dim: int) -> tuple[AllowedCopy, ...]:
         ),
         rule(
             "agelatent/agent/sac.py",
-            "_update",
+            "update",
             ("DtoH",),
             flag,
             "NaN/Inf guard on the three SAC losses: one flag per update",
         ),
         rule(
             "agelatent/agent/sac.py",
-            "_record_episodes",
+            "record_episodes",
             ("DtoH",),
             num_envs * 8,
             "returns and lengths of finished episodes for the rollout/* metrics: a flag, then at most one "
@@ -319,7 +320,7 @@ def allowed_copies(num_envs: int, latent_dim: int) -> tuple[AllowedCopy, ...]:
         ),
         rule(
             "agelatent/agent/sac.py",
-            "_log_step",
+            "log_step",
             ("HtoD", "DtoH"),
             flag,
             "metrics on logging steps only (every log_every_n_steps): Lightning's self.log turns each "

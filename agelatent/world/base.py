@@ -8,12 +8,13 @@ swapped independently.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from torch import nn
 
-from agelatent.perception.base import FaceScores
+from agelatent.generators.base import Generator, check_generator
+from agelatent.generators.latents import TypicalSet
+from agelatent.perception.base import FaceScores, Perception, check_perception
 
 
 @dataclass(frozen=True)
@@ -21,13 +22,6 @@ class Scores(FaceScores):
     """Scores of generated faces, with the images they were computed on."""
 
     images: torch.Tensor  # [B, 3, H, W] generator output in [-1, 1]
-
-
-class Generator(Protocol):
-    latent_dim: int
-    resolution: int
-
-    def __call__(self, latents: torch.Tensor) -> torch.Tensor: ...
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -44,6 +38,9 @@ class World(nn.Module):
     gradient-based age directions): the networks stay frozen either way, but gradients then flow to the
     latents.
 
+    ``generator`` and ``perception`` are checked against their contracts (:data:`~agelatent.generators.GENERATOR_HOOKS`,
+    :data:`~agelatent.perception.base.PERCEPTION_HOOKS`): a missing hook fails here, naming it.
+
     ``chunk_size``: batches larger than this are scored in chunks (results concatenated, gradients
     included). On a 2-core CPU the embedded world scores ~190 faces/s at 32 per call but only ~100/s at
     128 (the working set stops fitting in cache), so callers can hand over any batch. ``None``: no chunking
@@ -52,12 +49,14 @@ class World(nn.Module):
 
     def __init__(
         self,
-        generator: nn.Module,
-        perception: nn.Module,
+        generator: Generator,
+        perception: Perception,
         device: str | torch.device = "cpu",
         chunk_size: int | None = 32,
     ) -> None:
         super().__init__()
+        check_generator(generator)
+        check_perception(perception)
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer or null (no chunking), got {chunk_size}")
         self.generator = freeze(generator)
@@ -83,32 +82,17 @@ class World(nn.Module):
         return super().train(False)
 
     def sample_latents(self, seeds) -> torch.Tensor:
-        """One latent per seed from the generator's prior, independent of batch composition.
-
-        A generator with its own ``sample_latents(seeds, device)`` (e.g. one editing in a mapped W space)
-        decides; otherwise latents are standard normal, one CPU generator per seed.
-        """
-        own = getattr(self.generator, "sample_latents", None)
-        if own is not None:
-            return own(seeds, self.device)
-        from agelatent.generators import sample_latents
-
-        return sample_latents(seeds, self.latent_dim, self.device)
+        """One latent per seed from the generator's prior, independent of batch composition."""
+        return self.generator.sample_latents(seeds, self.device)
 
     @property
     def latent_space(self) -> str:
-        """The space latents live in: the generator's ``latent_space`` (StyleGAN2: z, w or w+), else ``z``."""
-        return getattr(self.generator, "latent_space", "z")
+        """The space latents live in (the generator's ``latent_space``: z, or StyleGAN2's w / w+)."""
+        return self.generator.latent_space
 
-    def typical_set(self):
-        """:class:`~agelatent.generators.TypicalSet` of the generator's prior (its own ``typical_set()``
-        where it has one, e.g. StyleGAN2's W; otherwise the standard normal's)."""
-        own = getattr(self.generator, "typical_set", None)
-        if own is not None:
-            return own()
-        from agelatent.generators import TypicalSet
-
-        return TypicalSet.standard_normal(self.latent_dim, self.device)
+    def typical_set(self) -> TypicalSet:
+        """Where the generator's prior puts latents (:class:`~agelatent.generators.TypicalSet`)."""
+        return self.generator.typical_set()
 
     def _chunks(self, latents: torch.Tensor) -> list[torch.Tensor]:
         if latents.ndim != 2 or latents.shape[1] != self.latent_dim:
