@@ -293,6 +293,8 @@ def wandb_settings(cfg: DictConfig, run: RunDir, *, job_type: str) -> dict[str, 
     # (eval.yaml's `group`), without a mode: no W&B run either way
     if wb is None or wb.get("mode") in (None, "disabled"):
         return None
+    import wandb
+
     multirun = is_multirun()
     group = wb.group
     if group is None:
@@ -310,4 +312,6 @@ def wandb_settings(cfg: DictConfig, run: RunDir, *, job_type: str) -> dict[str, 
         "id": run.stable_wandb_id(),
         "resume": "allow",
         "job_type": job_type,
+        # one line saying where the run is saved, not a history and summary dump at the end
+        "settings": wandb.Settings(quiet=True),
     }

@@ -29,6 +29,7 @@ def _edits(start: torch.Tensor, final: torch.Tensor, targets: torch.Tensor) -> E
         steps=torch.ones(n, dtype=torch.long),
         world_calls=n,
         row_world_calls=torch.ones(n),
+        typicality=torch.zeros(n),
         seconds=0.0,
     )
 

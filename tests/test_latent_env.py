@@ -298,7 +298,7 @@ def test_keeping_gender_and_identity_moves_them_less_for_the_same_age_step(world
     """On the real world: two 4-year steps change P(male) and identity less when the age step also keeps
     them to first order, and still change age as asked. Only a little less (measured on these 32 faces:
     mean |dP(male)| 0.098 vs 0.111, identity drift 0.160 vs 0.165): the scores are far from linear at
-    this step size (see README, known limitations)."""
+    this step size (see docs/findings.md, "Age is noisy in the latent")."""
     starts, n = world.sample_latents(range(600, 632)), 32
     moved = {}
     for keep in ("[]", "[identity,gender]"):

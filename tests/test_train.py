@@ -228,3 +228,26 @@ def test_agelatent_train_stopped_by_a_signal_from_outside_exits_with_a_checkpoin
     assert "Traceback" not in err and f"interrupted by {signum.name}: stopped at env step" in err
     steps = torch.load(run.checkpoint, weights_only=True)["sac"]["env_steps"]
     assert 16 <= steps < 100000 and f"stopped at env step {steps}/100000" in run.failed.read_text()
+
+
+@pytest.mark.slow
+def test_a_newcomers_console_shows_our_lines_not_the_libraries_notices(tmp_path, model_files):
+    """`make train`'s console, as a person sees it: the job's own lines and W&B's one-line notice of where the
+    offline run is saved; no W&B deprecation warning, no Lightning advertisement or accelerator notices, no
+    pytree deprecation warning, no W&B history dump at the end."""
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable, "-m", "agelatent.cli.train", "profile=debug", "device=cpu", "threads=1",
+        f"paths.runs_dir={tmp_path}", "run_name=console",
+    ]  # fmt: skip
+    env = os.environ | {"WANDB_MODE": "offline"}
+    env.pop("WANDB_SILENT", None)  # as a user's shell has it
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    console = proc.stdout + proc.stderr
+    assert proc.stdout.lstrip().startswith("agelatent-train console:")
+    assert "Run data is saved locally" in console and "validation success" in console
+    for noise in ("anonymous", "litlogger", "LeafSpec", "GPU available", "TPU available", "Run history"):
+        assert noise not in console, noise

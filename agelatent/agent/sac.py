@@ -27,8 +27,10 @@ resume (seeded from ``seed + env_steps``).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -354,12 +356,7 @@ class SACModule(L.LightningModule):
             target_q = data.rewards + cfg.gamma * (1.0 - data.terminated) * next_q
         q1, q2 = self.critic(data.obs, data.actions)
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        critic_opt.zero_grad()
-        self.manual_backward(critic_loss)
-        critic_grad = torch.nn.utils.get_total_norm(
-            [p.grad for p in self.critic.parameters() if p.grad is not None]
-        )
-        critic_opt.step()
+        critic_grad = self._descend(critic_opt, critic_loss, self.critic)
 
         # Actor: every update, not delayed — cleanrl trains the actor every policy_frequency=2 updates
         # (twice, to compensate); SB3 every update. Critic parameters are frozen for this backward only
@@ -367,12 +364,7 @@ class SACModule(L.LightningModule):
         self.critic.requires_grad_(False)
         actions, log_prob = self.actor.sample(data.obs, self._rng)
         actor_loss = (alpha * log_prob - self.critic.min_q(data.obs, actions)).mean()
-        actor_opt.zero_grad()
-        self.manual_backward(actor_loss)
-        actor_grad = torch.nn.utils.get_total_norm(
-            [p.grad for p in self.actor.parameters() if p.grad is not None]
-        )
-        actor_opt.step()
+        actor_grad = self._descend(actor_opt, actor_loss, self.actor)
         self.critic.requires_grad_(True)
 
         # Temperature: reuses the actor step's log π (detached), as SB3; cleanrl draws a fresh sample.
@@ -402,6 +394,15 @@ class SACModule(L.LightningModule):
         }
 
     # ---- bookkeeping --------------------------------------------------------------------------------
+    def _descend(self, optimizer, loss: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
+        """One optimiser step on ``loss``; returns the gradient norm of ``module``'s parameters (for the
+        update's NaN check and its metrics)."""
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        norm = torch.nn.utils.get_total_norm([p.grad for p in module.parameters() if p.grad is not None])
+        optimizer.step()
+        return norm
+
     def record_episodes(self, result) -> None:
         done = result.done
         if not bool(done.any()):
@@ -489,10 +490,19 @@ def evaluate_policy(
     )
 
 
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up notices (accelerators found, an advertisement for its cloud logger) and a
+    deprecation notice from its pytree helper, which a user can do nothing about, off the console: the job
+    prints its own line with the device and the run's sizes. Warnings and errors still show."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def sac_trainer(**overrides: Any) -> L.Trainer:
     """A Lightning ``Trainer`` for :class:`SACModule`: no epoch limit (the module stops itself after
     ``total_env_steps``), no validation, and none of Lightning's default logger, checkpointing, progress bar
     or model summary; ``overrides`` set those (and the accelerator) where a caller wants them."""
+    quiet_lightning()
     settings: dict[str, Any] = dict(
         accelerator="cpu",
         devices=1,

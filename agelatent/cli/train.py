@@ -96,7 +96,10 @@ def make_loggers(cfg: DictConfig, run: RunDir) -> list:
     settings = wandb_settings(cfg, run, job_type="train")
     if settings is not None:
         save_dir = settings.pop("dir")
-        loggers.append(L.pytorch.loggers.WandbLogger(save_dir=save_dir, **settings))
+        wandb_logger = L.pytorch.loggers.WandbLogger(save_dir=save_dir, **settings)
+        # Lightning passes wandb.init an `anonymous` setting wandb no longer has (and warns about) -- drop it
+        wandb_logger._wandb_init.pop("anonymous", None)
+        loggers.append(wandb_logger)
     return loggers
 
 

@@ -84,6 +84,7 @@ class EditResult:
     steps: torch.Tensor  # [B] steps taken
     world_calls: int  # latents scored by the world (forward passes), all rows together
     row_world_calls: torch.Tensor  # [B] the same per edit (shared lookahead calls split evenly)
+    typicality: torch.Tensor  # [B] |ρ - 1| of the final latents, ρ = distance from the typical set in radii
     seconds: float
 
     @property
@@ -145,5 +146,6 @@ def run_edits(
         steps=env.t.clone(),
         world_calls=env.world_calls - calls0,
         row_world_calls=env.row_calls.clone(),
+        typicality=(env.typical.relative_radii(env.z).mean(1) - 1).abs(),
         seconds=seconds,
     )

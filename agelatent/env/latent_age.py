@@ -306,14 +306,18 @@ class LatentAgeEnv:
             self.row_calls.index_add_(0, rows.to(self.device), torch.ones(len(rows), device=self.device))
         return self.world.score(latents, with_grad=with_grad)
 
-    def _score(self, rows: torch.Tensor, latents: torch.Tensor, identity0: torch.Tensor | None = None):
-        """Score the latents of ``rows``; with local-linear actions also return ĝ at them, and with
-        ``action.keep`` the kept quantities' gradients ``[B, R, d]`` (identity drift measured from
-        ``identity0``; zero where it is None, i.e. at the start face, where the drift is at its minimum)."""
+    def _score(
+        self, latents: torch.Tensor, identity0: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    ):
+        """Score latents (those of ``rows``, whose :attr:`row_calls` they add to); with local-linear actions
+        also return ĝ at them, and with ``action.keep`` the kept quantities' gradients ``[B, R, d]`` (identity
+        drift measured from ``identity0``; zero where it is None, i.e. at the start face, where the drift is
+        at its minimum)."""
         probes = self.local_linear and self.cfg.age_direction.method == "probes"
         cost = 1 + (2 * min(self.cfg.age_direction.num_probes, self.latent_dim) if probes else 0)
         self._world_calls += len(latents) * cost
-        self.row_calls[rows] += cost
+        if rows is not None:
+            self.row_calls[rows] += cost
         if not self.local_linear:
             return self.world.score(latents), None, None
         if self.cfg.age_direction.method == "autograd":
@@ -343,7 +347,7 @@ class LatentAgeEnv:
     def start_episodes(self, rows: torch.Tensor, latents: torch.Tensor, targets: torch.Tensor | None) -> None:
         """(Re)start episodes ``rows`` from ``latents``, towards ``targets`` (None: drawn from ``cfg.target``)."""
         self.row_calls[rows] = 0.0
-        scores, grad, keep = self._score(rows, latents)
+        scores, grad, keep = self._score(latents, rows=rows)
         self.z[rows] = latents
         self.z0[rows] = latents
         self.ages[rows] = scores.ages_years
@@ -484,7 +488,7 @@ class LatentAgeEnv:
             return StepResult(
                 obs, obs, torch.zeros_like(self.ages), none, none, self.returns.clone(), self.t.clone()
             )
-        scores, grad, keep = self._score(rows, z_new[rows], self.identity0[rows])
+        scores, grad, keep = self._score(z_new[rows], self.identity0[rows], rows)
         ages_before = self.ages.clone()
         self.z[rows] = z_new[rows]
         self.ages[rows] = scores.ages_years

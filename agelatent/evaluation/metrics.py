@@ -3,13 +3,12 @@
 Per edit: final |age - target|, success (within ``success_window_years`` — ``protocol.success_window_years``,
 not the env's episode-ending ``success_tolerance_years`` — of the target with identity kept at the hard
 bound), identity similarity to the start face and whether it stays at or above the hard bound, gender
-flip (P(male) crosses 0.5), latent typicality (|‖z‖/√d - 1|), steps; per batch: world calls and seconds
+flip (P(male) crosses 0.5), latent typicality (|ρ - 1|, ρ the distance from the typical set in radii), steps; per batch: world calls and seconds
 per edit.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +24,10 @@ METRICS = {
     "similarity": ("final identity similarity to the start face", True),
     "bound_rate": ("fraction of edits whose identity stays >= the hard bound", True),
     "gender_flip_rate": ("fraction of edits whose P(male) crosses 0.5", False),
-    "typicality": ("|‖z‖/√d - 1| of the final latent", False),
+    "typicality": (
+        "|ρ - 1| of the final latent, ρ its distance from the typical set's centre in radii",
+        False,
+    ),
     "steps": ("steps taken", False),
 }
 #: keys of :func:`summarise`'s result that are a mean over edits (what a sweeper may optimise)
@@ -45,14 +47,13 @@ def edit_metrics(
     """Per-edit values ``[B]`` (float) for every metric in :data:`METRICS`."""
     err = (result.final_ages - result.targets).abs()
     kept = result.final_similarity >= hard_bound
-    d = result.final_latents.shape[1]
     return {
         "success_rate": ((err <= success_window_years) & kept).float(),
         "age_error": err,
         "similarity": result.final_similarity,
         "bound_rate": kept.float(),
         "gender_flip_rate": ((result.p_male[0] >= 0.5) != (result.p_male[-1] >= 0.5)).float(),
-        "typicality": (result.final_latents.norm(dim=1) / math.sqrt(d) - 1).abs(),
+        "typicality": result.typicality,
         "steps": result.steps.float(),
     }
 

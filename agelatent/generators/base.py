@@ -16,6 +16,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from agelatent.contracts import check_hooks
 from agelatent.generators.latents import TypicalSet, sample_latents
 
 __all__ = ["GENERATOR_HOOKS", "Generator", "check_generator"]
@@ -60,13 +61,13 @@ class Generator(nn.Module):
 def check_generator(generator: object) -> None:
     """Raise ``TypeError`` naming every hook of :data:`GENERATOR_HOOKS` that ``generator`` lacks, and
     ``ValueError`` for a size that is not a positive integer."""
-    missing = [name for name in GENERATOR_HOOKS if not hasattr(generator, name)]
-    if missing:
-        needs = "; ".join(f"{name}: {GENERATOR_HOOKS[name]}" for name in missing)
-        raise TypeError(
-            f"generator {type(generator).__name__} lacks the hook(s) {missing} ({needs}); subclass "
-            "agelatent.generators.Generator, which supplies the standard-normal prior hooks (docs/extending.md)"
-        )
+    check_hooks(
+        generator,
+        GENERATOR_HOOKS,
+        "generator",
+        "agelatent.generators.Generator",
+        "the standard-normal prior hooks",
+    )
     for name in ("latent_dim", "resolution"):
         value = getattr(generator, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -14,6 +14,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from agelatent.contracts import check_hooks
+
 __all__ = [
     "PERCEPTION_HOOKS",
     "FaceScores",
@@ -93,13 +95,9 @@ PERCEPTION_HOOKS: dict[str, str] = {
 
 def check_perception(perception: object) -> None:
     """Raise ``TypeError`` naming every hook of :data:`PERCEPTION_HOOKS` that ``perception`` lacks."""
-    missing = [name for name in PERCEPTION_HOOKS if not hasattr(perception, name)]
-    if missing:
-        needs = "; ".join(f"{name}: {PERCEPTION_HOOKS[name]}" for name in missing)
-        raise TypeError(
-            f"perception {type(perception).__name__} lacks the hook(s) {missing} ({needs}); subclass "
-            "agelatent.perception.base.Perception, which supplies the defaults (docs/extending.md)"
-        )
+    check_hooks(
+        perception, PERCEPTION_HOOKS, "perception", "agelatent.perception.base.Perception", "the defaults"
+    )
     lo, hi = perception.age_range
     if not lo < hi:
         raise ValueError(

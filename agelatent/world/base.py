@@ -71,10 +71,12 @@ class World(nn.Module):
 
     @property
     def latent_dim(self) -> int:
+        """Length of a latent: the editors' and the policy's space."""
         return self.generator.latent_dim
 
     @property
     def same_person_similarity(self) -> float:
+        """The perception's identity similarity at or above which two faces are the same person."""
         return self.perception.same_person_similarity
 
     def train(self, mode: bool = True) -> World:
