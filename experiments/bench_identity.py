@@ -21,7 +21,7 @@ import numpy as np
 import skimage.data
 import torch
 
-from agelatent.perception.dlib_resnet import CHIP_PADDING, CHIP_SIZE, DlibFaceResNet
+from agelatent.ports.dlib_resnet import CHIP_PADDING, CHIP_SIZE, DlibFaceResNet
 from agelatent.store import model_path
 
 

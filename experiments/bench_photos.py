@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from agelatent.cli.edit import face_stem
 from agelatent.cli.edit import run as edit_run
 from agelatent.config import compose_config
 from agelatent.photos import PhotoError
+from agelatent.photos.editing import face_stem
 
 
 def default_photos(folder: Path, lfw_faces: int = 2) -> list[Path]:

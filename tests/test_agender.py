@@ -15,13 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from agelatent.perception.agender import (
-    AGENDER_TRAINING_MARGIN,
-    IndependentAgeModel,
-    KerasGraph,
-    read_keras_hdf5,
-    tf_same_padding,
-)
+from agelatent.perception.agender import AGENDER_TRAINING_MARGIN, IndependentAgeModel
+from agelatent.ports.keras_hdf5 import KerasGraph, read_keras_hdf5, tf_same_padding
 from agelatent.store import ModelFileError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

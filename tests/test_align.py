@@ -35,8 +35,9 @@ from agelatent.perception.align import (
     rescale_landmarks,
     resize_bicubic,
 )
-from agelatent.perception.dlib_format import DlibFormatError, parse_shape_predictor, read_shape_predictor
-from agelatent.perception.shape_predictor import TorchShapePredictor
+from agelatent.photos.faces import FaceDetector
+from agelatent.ports.dlib_format import DlibFormatError, parse_shape_predictor, read_shape_predictor
+from agelatent.ports.shape_predictor import TorchShapePredictor
 from agelatent.store import model_path
 
 CHIP_SPECS = [(150, 0.25), (64, 0.2), (32, 0.2)]  # identity ResNet, age, gender
@@ -306,15 +307,15 @@ def test_torch_landmarks_on_cuda_match_dlib(generated, predictor_path):
 
 
 def test_landmarker_detect_matches_raw_dlib(photo_faces, predictor_path):
-    landmarker = FivePointLandmarker(predictor_path, work_size=None)
+    detector = FaceDetector(FivePointLandmarker(predictor_path, work_size=None))
     for name in ("astronaut", "at-border"):
         image, shape = photo_faces[name]
         for batch in (image[None], torch.from_numpy(image).permute(2, 0, 1)[None]):  # numpy NHWC, torch NCHW
-            landmarks, found = landmarker.detect(batch)
+            landmarks, found = detector.detect(batch)
             assert found.tolist() == [True]
             np.testing.assert_array_equal(landmarks[0].numpy(), _points(shape), err_msg=name)
     blank = np.zeros((2, 120, 120, 3), np.uint8)
-    landmarks, found = landmarker.detect(blank)
+    landmarks, found = detector.detect(blank)
     assert found.tolist() == [False, False] and torch.isnan(landmarks).all()
 
 
@@ -384,7 +385,7 @@ def test_fixed_rect_agrees_with_detector_on_generated_faces(generated, landmarke
     fixed rect agree (measured on 400 faces: mean error 1.9% of the inter-ocular distance, p90 4.6%)."""
     work = resize_bicubic(generated, 256).round().clamp(0, 255).to(torch.uint8)
     fixed = FivePointLandmarker(landmarker.predictor_path, work_size=None)
-    detected, found = fixed.detect(work, upsample_num_times=0)
+    detected, found = FaceDetector(fixed).detect(work, upsample_num_times=0)
     assert found.float().mean() > 0.5
     ours = fixed(work)[found]
     detected = detected[found]

@@ -19,8 +19,8 @@ import skimage.data
 import torch
 from skimage.transform import rescale, resize
 
-from agelatent.perception.dlib_format import DlibFormatError, DlibReader, parse_face_resnet, read_face_resnet
-from agelatent.perception.dlib_resnet import CHIP_PADDING, CHIP_SIZE, SAME_PERSON_DISTANCE, DlibFaceResNet
+from agelatent.ports.dlib_format import DlibFormatError, DlibReader, parse_face_resnet, read_face_resnet
+from agelatent.ports.dlib_resnet import CHIP_PADDING, CHIP_SIZE, SAME_PERSON_DISTANCE, DlibFaceResNet
 from agelatent.store import model_path
 
 N_LFW_FACES = 40

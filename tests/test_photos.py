@@ -16,11 +16,12 @@ import torch
 from conftest import cpu_config
 from PIL import Image
 
-from agelatent.cli.edit import parse_targets
 from agelatent.cli.edit import run as edit_run
-from agelatent.perception.align import DEFAULT_PADDING, MEAN_FACE_5, FivePointLandmarker, face_chip_details
+from agelatent.perception.align import DEFAULT_PADDING, MEAN_FACE_5, face_chip_details
 from agelatent.photos import PhotoError, list_photos, load_photo
+from agelatent.photos.editing import parse_targets
 from agelatent.photos.faces import (
+    FaceDetector,
     align_face,
     detect_faces,
     ffhq_padded,
@@ -40,8 +41,8 @@ def astronaut() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def landmarker(model_files) -> FivePointLandmarker:
-    return FivePointLandmarker(work_size=None, backend="dlib")
+def landmarker(model_files) -> FaceDetector:
+    return FaceDetector()
 
 
 def _faces(photo, landmarker, **kw):

@@ -384,7 +384,7 @@ class StyleGAN2Generator(Generator):
         cls,
         path: str | Path | None,
         latent_space: LatentSpace = "w",
-        truncation: float = 0.7,
+        truncation: float = 1.0,
         noise: NoiseMode = "const",
         *,
         size: int | None = None,

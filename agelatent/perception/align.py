@@ -7,7 +7,7 @@ Three layers:
   (:data:`GENERATED_FACE_WORK_SIZE`, :data:`GENERATED_FACE_RECT`); :meth:`FivePointLandmarker.detect` runs
   dlib's HOG frontal face detector instead, for real photos. The predictor runs in dlib-bin (per image, a
   Python loop; measured, one CPU thread: 0.4 ms per image) or as the batched torch port of
-  :mod:`agelatent.perception.shape_predictor` (the same landmarks; ``backend``, :data:`LANDMARK_BACKENDS`).
+  :mod:`agelatent.ports.shape_predictor` (the same landmarks; ``backend``, :data:`LANDMARK_BACKENDS`).
 * :func:`face_chip_details`: the chip geometry of dlib's ``get_face_chip_details(shape, size, padding)``
   for a batch of five-point shapes -- the same ``rect`` and ``angle`` (to ~1e-12), computed in float64.
 * :func:`extract_chips`: ``[B, C, H, W]`` float images -> ``[B, C, S, S]`` chips with ``grid_sample``,
@@ -68,7 +68,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agelatent.perception.shape_predictor import TorchShapePredictor
+from agelatent.geometry import fit_similarity
+from agelatent.ports.shape_predictor import TorchShapePredictor
 from agelatent.store import model_path
 
 __all__ = [
@@ -82,7 +83,6 @@ __all__ = [
     "extract_chips",
     "extract_chips_upsampled",
     "face_chip_details",
-    "fit_similarity",
     "rescale_landmarks",
     "resize_bicubic",
 ]
@@ -111,7 +111,7 @@ GENERATED_FACE_RECT = (40, 64, 216, 240)  # (left, top, right, bottom), inclusiv
 _PYR_KERNEL = (1.0, 4.0, 6.0, 4.0, 1.0)
 
 #: Who runs the five-point predictor: dlib-bin (C++, one image at a time), the batched torch port of it
-#: (:mod:`agelatent.perception.shape_predictor`, identical landmarks on the CPU), or ``auto``: dlib on the CPU
+#: (:mod:`agelatent.ports.shape_predictor`, identical landmarks on the CPU), or ``auto``: dlib on the CPU
 #: (faster there per face: ``make bench``), the port on any other device (no host round trip per image).
 LANDMARK_BACKENDS = ("auto", "dlib", "torch")
 
@@ -206,19 +206,6 @@ def face_chip_details(landmarks, size: int, padding: float = DEFAULT_PADDING) ->
     half = (size * scale - 1) / 2  # centered_drect(p, w, h) spans p -/+ (w - 1)/2
     rect = torch.stack([centre.real - half, centre.imag - half, centre.real + half, centre.imag + half], -1)
     return ChipDetails(rect=rect, angle=angle, size=size)
-
-
-def fit_similarity(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least-squares similarity ``src [P, 2] -> dst [B, P, 2]`` as complex ``z -> a z + b`` (``a``, ``b``:
-    ``[B]`` complex128). Umeyama's solution; in 2-D this closed form is its optimum for the proper-rotation
-    case (dlib's, and every face's: a reflection never fits one)."""
-    src, dst = src.to(torch.float64), dst.to(torch.float64)
-    ms, md = src.mean(0), dst.mean(1)
-    zs = torch.complex(src[:, 0] - ms[0], src[:, 1] - ms[1])  # [P]
-    zd = torch.complex(dst[..., 0] - md[:, None, 0], dst[..., 1] - md[:, None, 1])  # [B, P]
-    a = (zs.conj() * zd).sum(-1) / (zs.abs() ** 2).sum()
-    b = torch.complex(md[:, 0], md[:, 1]) - a * torch.complex(ms[0], ms[1])
-    return a, b
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -665,7 +652,8 @@ class FivePointLandmarker:
     work-image pixels: the face box handed to the predictor by :meth:`__call__`.
 
     Defaults are the generated-face recipe (64x64 DCGAN faces -> 256, fixed box :data:`GENERATED_FACE_RECT`);
-    for real photos use ``work_size=None`` and :meth:`detect`. The chips should then be cut from the same
+    real photos go through :class:`agelatent.photos.faces.FaceDetector` (dlib's detector, then this predictor
+    with ``work_size=None``). The chips should then be cut from the same
     work image (``resize_bicubic(images, 256)``, landmarks mapped with ``(x + 0.5) * 4 - 0.5``, or simply
     pass the 256 image here), as the dlib recipe does.
     """
@@ -694,7 +682,6 @@ class FivePointLandmarker:
         self.work_size = None if work_size is None else int(work_size)
         self.rect = tuple(int(v) for v in rect)
         self.value_range = (float(lo), float(hi))
-        self._detector = None
         self.backend = backend
         self._ports: dict[torch.device, TorchShapePredictor] = {}
         self.last_seconds_per_image = float("nan")
@@ -724,7 +711,7 @@ class FivePointLandmarker:
             t = resize_bicubic(t.float(), self.work_size)
         return t, given
 
-    def _to_work_uint8(self, images) -> tuple[np.ndarray, tuple[int, int]]:
+    def to_work_uint8(self, images) -> tuple[np.ndarray, tuple[int, int]]:
         """-> (``[B, h, w, 3]`` uint8 work images, (H, W) of the given images)."""
         if isinstance(images, np.ndarray):
             if images.ndim != 4 or images.shape[-1] != 3:
@@ -739,12 +726,13 @@ class FivePointLandmarker:
             scaled = scaled.round().clamp_(0, 255).to(torch.uint8)
         return scaled.permute(0, 2, 3, 1).contiguous().cpu().numpy(), given
 
-    def _to_given(self, points: np.ndarray, given: tuple[int, int], work_hw: tuple[int, int]) -> torch.Tensor:
+    def to_given(self, points: np.ndarray, given: tuple[int, int], work_hw: tuple[int, int]) -> torch.Tensor:
         if tuple(work_hw) == tuple(given):
             return torch.from_numpy(points)
         return rescale_landmarks(torch.from_numpy(points), work_hw, given)
 
-    def _predict(self, image: np.ndarray, box: dlib.rectangle) -> np.ndarray:
+    def predict(self, image: np.ndarray, box: dlib.rectangle) -> np.ndarray:
+        """``[5, 2]`` landmarks of the face in ``box`` of one ``[H, W, 3]`` uint8 image (dlib-bin)."""
         return shape_points(self.predictor, image, box)
 
     # -- API -----------------------------------------------------------------------------------------------
@@ -756,37 +744,10 @@ class FivePointLandmarker:
             start = time.perf_counter()
             points = self._port(work.device)(work, torch.tensor(self.rect)).cpu()
             self.last_seconds_per_image = (time.perf_counter() - start) / max(len(work), 1)
-            return self._to_given(points.numpy(), given, tuple(work.shape[-2:]))
-        work, given = self._to_work_uint8(images)
+            return self.to_given(points.numpy(), given, tuple(work.shape[-2:]))
+        work, given = self.to_work_uint8(images)
         box = dlib.rectangle(*self.rect)
         start = time.perf_counter()
-        points = np.stack([self._predict(img, box) for img in work]) if len(work) else np.zeros((0, 5, 2))
+        points = np.stack([self.predict(img, box) for img in work]) if len(work) else np.zeros((0, 5, 2))
         self.last_seconds_per_image = (time.perf_counter() - start) / max(len(work), 1)
-        return self._to_given(points, given, work.shape[1:3])
-
-    def detect_all(
-        self, image: np.ndarray, upsample_num_times: int = 1, min_score: float = 0.0
-    ) -> list[tuple[dlib.rectangle, float, np.ndarray]]:
-        """Every face dlib's HOG frontal detector finds in one ``[H, W, 3]`` uint8 image with a score of at
-        least ``min_score`` (dlib's own cut is 0), as (box, score, landmarks ``[5, 2]`` in its pixels)."""
-        if self._detector is None:
-            self._detector = dlib.get_frontal_face_detector()
-        boxes, scores, _ = self._detector.run(image, upsample_num_times, float(min_score))
-        return [
-            (box, float(score), self._predict(image, box)) for box, score in zip(boxes, scores, strict=True)
-        ]
-
-    def detect(self, images, upsample_num_times: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Real photos: dlib's HOG frontal face detector, then the predictor on the highest-scoring face.
-
-        Returns (landmarks ``[B, 5, 2]`` float64, NaN where no face was found; found ``[B]`` bool).
-        """
-        work, given = self._to_work_uint8(images)
-        points = np.full((len(work), 5, 2), np.nan)
-        found = np.zeros(len(work), dtype=bool)
-        for i, img in enumerate(work):
-            faces = self.detect_all(img, upsample_num_times)
-            if faces:
-                points[i] = max(faces, key=lambda f: f[1])[2]
-                found[i] = True
-        return self._to_given(points, given, work.shape[1:3]), torch.from_numpy(found)
+        return self.to_given(points, given, work.shape[1:3])

@@ -51,7 +51,6 @@ from agelatent.perception.align import (
     resize_bicubic,
 )
 from agelatent.perception.base import FaceScores, Perception, check_finite
-from agelatent.perception.dlib_resnet import DESCRIPTOR_DIM, DlibFaceResNet
 from agelatent.perception.onnx_models import (
     AGE_RANGE_YEARS,
     CHIP_PADDING,
@@ -60,6 +59,7 @@ from agelatent.perception.onnx_models import (
     GenderClassifier,
     OrtSettings,
 )
+from agelatent.ports.dlib_resnet import DESCRIPTOR_DIM, DlibFaceResNet
 
 __all__ = ["DLIB_SAME_PERSON_DISTANCE", "AlignmentJitter", "EmbeddedPerception"]
 
@@ -127,8 +127,8 @@ class EmbeddedPerception(Perception):
         gender_path: str | Path | None = None,
         identity_path: str | Path | None = None,
         predictor_path: str | Path | None = None,
-        work_size: int = GENERATED_FACE_WORK_SIZE,
-        face_rect: Sequence[int] = GENERATED_FACE_RECT,
+        work_size: int | None = None,
+        face_rect: Sequence[int] | None = None,
         ort_threads: int = 0,
         age_jitter: Mapping | None = None,
         landmarks: str = "auto",
@@ -137,6 +137,8 @@ class EmbeddedPerception(Perception):
         self.age_jitter = AlignmentJitter(**age_jitter) if age_jitter else None  # checked before any load
         if runtime not in RUNTIMES:
             raise ValueError(f"perception.runtime must be one of {RUNTIMES}, got {runtime!r}")
+        work_size = GENERATED_FACE_WORK_SIZE if work_size is None else work_size
+        face_rect = GENERATED_FACE_RECT if face_rect is None else face_rect
         if work_size < 64:
             raise ValueError(
                 f"perception.work_size must be >= 64 (the chips are cut from it), got {work_size}"

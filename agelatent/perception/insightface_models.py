@@ -45,6 +45,7 @@ import onnx
 import torch
 import torch.nn.functional as F
 
+from agelatent import geometry
 from agelatent.perception.base import FaceScores, Perception, check_finite
 from agelatent.perception.onnx_models import (
     RUNTIMES,
@@ -66,7 +67,6 @@ __all__ = [
     "InsightFacePerception",
     "arcface_alignment_matrix",
     "genderage_crop_matrix",
-    "similarity_transform",
     "warp_affine",
 ]
 
@@ -129,33 +129,6 @@ _GENDERAGE_OUTPUTS = 3  # out[0:2] gender logits (female, male), out[2] age / 10
 
 
 # --- Geometry -----------------------------------------------------------------------------------------------
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation; no reflection) mapping ``src`` to ``dst``.
-
-    Umeyama (1991), the estimator behind ``skimage.transform.SimilarityTransform.estimate`` that insightface's
-    ``estimate_norm`` calls. Points ``[K, 2]``; returns the 3x3 homogeneous matrix (float64).
-    """
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
-        raise ValueError(
-            f"similarity_transform: expected two [K>=2, 2] arrays, got {src.shape} and {dst.shape}"
-        )
-    src_mean, dst_mean = src.mean(0), dst.mean(0)
-    src_c, dst_c = src - src_mean, dst - dst_mean
-    cov = dst_c.T @ src_c / len(src)
-    u, s, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(cov) < 0:
-        d[1] = -1.0
-    rotation = u @ np.diag(d) @ vt
-    scale = (s * d).sum() / src_c.var(0).sum()
-    out = np.eye(3)
-    out[:2, :2] = scale * rotation
-    out[:2, 2] = dst_mean - scale * rotation @ src_mean
-    return out
-
-
 def _from_1024(points: np.ndarray, resolution: int) -> np.ndarray:
     """Pixel coordinates at 1024 px -> at ``resolution`` px (pixel centres stay pixel centres)."""
     return (np.asarray(points, dtype=np.float64) + 0.5) * (resolution / _FFHQ_RESOLUTION) - 0.5
@@ -178,7 +151,7 @@ def arcface_alignment_matrix(
         raise ValueError(f"ArcFace chip size must be a multiple of 112 or 128 (insightface), got {chip_size}")
     template = np.asarray(ARCFACE_TEMPLATE_112, dtype=np.float64) * ratio
     template[:, 0] += shift_x
-    return similarity_transform(_from_1024(landmarks_1024, resolution), template)[:2]
+    return geometry.similarity_matrix(_from_1024(landmarks_1024, resolution), template)
 
 
 def genderage_crop_matrix(
@@ -192,39 +165,13 @@ def genderage_crop_matrix(
     return np.array([[scale, 0.0, half - cx * scale], [0.0, scale, half - cy * scale]])
 
 
-def _pixel_to_normalised(width: int, height: int) -> np.ndarray:
-    """Pixel coordinates (centres at integers) -> grid_sample's [-1, 1] (align_corners=False)."""
-    return np.array(
-        [[2.0 / width, 0.0, 1.0 / width - 1.0], [0.0, 2.0 / height, 1.0 / height - 1.0], [0, 0, 1]]
-    )
-
-
-def _sampling_theta(matrix: np.ndarray, source_hw: tuple[int, int], chip_size: int) -> np.ndarray:
-    """``affine_grid`` theta (2x3) that samples the chip ``matrix`` (source -> chip pixels) describes."""
-    forward = np.vstack([np.asarray(matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
-    height, width = source_hw
-    theta = (
-        _pixel_to_normalised(width, height)
-        @ np.linalg.inv(forward)
-        @ np.linalg.inv(_pixel_to_normalised(chip_size, chip_size))
-    )
-    return theta[:2]
-
-
-def warp_affine(images: torch.Tensor, matrix: np.ndarray | torch.Tensor, chip_size: int) -> torch.Tensor:
-    """Batched, differentiable ``cv2.warpAffine(img, matrix, (chip_size, chip_size), borderValue=0)``.
-
-    ``images`` ``[B, C, H, W]``; ``matrix`` one 2x3 source->chip pixel map for the whole batch. Bilinear, zeros
-    outside the image. (cv2 quantises source positions to 1/32 px; we do not.)
-    """
-    matrix = np.asarray(matrix.detach().cpu() if isinstance(matrix, torch.Tensor) else matrix)
-    theta = _sampling_theta(matrix, tuple(images.shape[-2:]), chip_size)
-    theta_t = torch.as_tensor(theta, dtype=images.dtype, device=images.device)
-    theta_t = theta_t.unsqueeze(0).expand(images.shape[0], 2, 3)
-    grid = F.affine_grid(
-        theta_t, [images.shape[0], images.shape[1], chip_size, chip_size], align_corners=False
-    )
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+def warp_affine(images: torch.Tensor, matrix: np.ndarray, chip_size: int) -> torch.Tensor:
+    """Batched, differentiable ``cv2.warpAffine(img, matrix, (chip_size, chip_size), borderValue=0)``:
+    ``images`` ``[B, C, H, W]``, ``matrix`` one 2x3 source->chip pixel map for the whole batch. Bilinear, zeros
+    outside the image (:func:`agelatent.geometry.warp_affine`; cv2 quantises source positions to 1/32 px, we
+    do not)."""
+    chip_to_source = np.linalg.inv(np.vstack([np.asarray(matrix, dtype=np.float64), [0.0, 0.0, 1.0]]))[:2]
+    return geometry.warp_affine(images, chip_to_source, (chip_size, chip_size))
 
 
 # --- Loading ------------------------------------------------------------------------------------------------
@@ -510,16 +457,18 @@ class InsightFacePerception(Perception):
         runtime: str = "onnxruntime",
         providers: Sequence[Any] | None = None,
         ort_threads: int = 0,
-        landmarks_1024: Sequence[Sequence[float]] = FFHQ_LANDMARKS_1024,
-        face_box_1024: Sequence[float] = FFHQ_FACE_BOX_1024,
+        landmarks_1024: Sequence[Sequence[float]] | None = None,
+        face_box_1024: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if runtime not in RUNTIMES:
             raise ValueError(f"perception.runtime must be one of {RUNTIMES}, got {runtime!r}")
         if not isinstance(ort_threads, int) or ort_threads < 0:
             raise ValueError(f"perception.ort_threads must be an int >= 0, got {ort_threads!r}")
-        self.landmarks_1024 = _landmarks_array(landmarks_1024)
-        self.face_box_1024 = _box_array(face_box_1024)
+        self.landmarks_1024 = _landmarks_array(
+            FFHQ_LANDMARKS_1024 if landmarks_1024 is None else landmarks_1024
+        )
+        self.face_box_1024 = _box_array(FFHQ_FACE_BOX_1024 if face_box_1024 is None else face_box_1024)
         self.recognition = _load_net(recognition_path, _RECOGNITION, runtime, providers, ort_threads)
         self.genderage = _load_net(genderage_path, _GENDERAGE, runtime, providers, ort_threads)
         self.runtime = runtime

@@ -10,7 +10,7 @@ generator would be asked to reproduce a face it can barely see.
 Two alignments (:data:`ALIGNMENTS`; ``agelatent-edit alignment=``):
 
 **template** -- the generator's own crop, measured. Faces are aligned the way the generator's own faces
-are: by the least-squares similarity (:func:`~agelatent.perception.align.fit_similarity`) that maps a
+are: by the least-squares similarity (:func:`~agelatent.geometry.fit_similarity`) that maps a
 *template* -- the mean five-point landmarks of the generator's own samples, in its output pixels -- onto
 the photo's landmarks. The template is measured, not assumed (:func:`generator_template`): on the world's
 perception where it has a landmark recipe for generated faces (the embedded world's fixed-box predictor on
@@ -46,12 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agelatent.perception.align import (
-    FivePointLandmarker,
-    fit_similarity,
-    load_shape_predictor,
-    shape_points,
-)
+from agelatent.geometry import similarity_matrix, warp_affine
+from agelatent.perception.align import FivePointLandmarker, load_shape_predictor, shape_points
 from agelatent.photos.io import PhotoError
 
 __all__ = [
@@ -90,9 +86,42 @@ def sixty_eight_point_predictor(path=None) -> dlib.shape_predictor:
     return load_shape_predictor("shape_predictor_68", 68, path)[1]
 
 
+class FaceDetector:
+    """Faces in real photos: dlib's HOG frontal face detector, then ``landmarker``'s five-point predictor on
+    each box (default: dlib-bin's on the photo as given, ``work_size=None``)."""
+
+    def __init__(self, landmarker: FivePointLandmarker | None = None) -> None:
+        self.landmarker = landmarker or FivePointLandmarker(work_size=None, backend="dlib")
+        self._hog = dlib.get_frontal_face_detector()
+
+    def detect_all(
+        self, image: np.ndarray, upsample_num_times: int = 1, min_score: float = 0.0
+    ) -> list[tuple[dlib.rectangle, float, np.ndarray]]:
+        """Every face the detector finds in one ``[H, W, 3]`` uint8 image with a score of at least
+        ``min_score`` (dlib's own cut is 0), as (box, score, landmarks ``[5, 2]`` in its pixels)."""
+        boxes, scores, _ = self._hog.run(image, upsample_num_times, float(min_score))
+        return [
+            (box, float(score), self.landmarker.predict(image, box))
+            for box, score in zip(boxes, scores, strict=True)
+        ]
+
+    def detect(self, images, upsample_num_times: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """The highest-scoring face of each image of a batch (the landmarker's image formats): (landmarks
+        ``[B, 5, 2]`` float64, NaN where no face was found; found ``[B]`` bool)."""
+        work, given = self.landmarker.to_work_uint8(images)
+        points = np.full((len(work), 5, 2), np.nan)
+        found = np.zeros(len(work), dtype=bool)
+        for i, img in enumerate(work):
+            faces = self.detect_all(img, upsample_num_times)
+            if faces:
+                points[i] = max(faces, key=lambda f: f[1])[2]
+                found[i] = True
+        return self.landmarker.to_given(points, given, work.shape[1:3]), torch.from_numpy(found)
+
+
 def detect_faces(
     photo: np.ndarray,
-    landmarker: FivePointLandmarker,
+    detector: FaceDetector,
     *,
     min_face_px: int,
     min_score: float,
@@ -102,7 +131,7 @@ def detect_faces(
     """Every frontal face in ``photo [H, W, 3]`` uint8 with a detector score of at least ``min_score``,
     largest first, with its five landmarks (and its 68, given ``predictor68``). Raises :class:`PhotoError`
     when there is none, or when every face found is smaller than ``min_face_px`` (naming their sizes)."""
-    found = landmarker.detect_all(photo, 1, min_score)
+    found = detector.detect_all(photo, 1, min_score)
     if not found:
         raise PhotoError(
             f"{name}: no face found (dlib's frontal face detector; faces must be roughly frontal and at least "
@@ -140,7 +169,9 @@ def generator_template(world, num_faces: int, first_seed: int) -> np.ndarray:
         if points is not None:
             found.append(points)
             continue
-        detector = detector or FivePointLandmarker(work_size=None, value_range=(-1.0, 1.0), backend="dlib")
+        detector = detector or FaceDetector(
+            FivePointLandmarker(work_size=None, value_range=(-1.0, 1.0), backend="dlib")
+        )
         points, ok = detector.detect(images.cpu(), upsample_num_times=0)
         found.append(points[ok])
     points = torch.cat(found)
@@ -231,9 +262,7 @@ def align_face(
     if alignment == "template":
         if template is None:
             raise ValueError("the template alignment needs a template ([5, 2] landmark positions)")
-        a, b = fit_similarity(torch.from_numpy(template), torch.from_numpy(face.landmarks)[None])
-        a, b = complex(a[0]), complex(b[0])
-        crop_to_photo = np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
+        crop_to_photo = similarity_matrix(template, face.landmarks)
         source, offset = photo, np.zeros(2)
     elif alignment == "ffhq":
         if face.landmarks68 is None:
@@ -246,15 +275,11 @@ def align_face(
     else:
         raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
     step = float(np.hypot(*crop_to_photo[:, 0]))  # photo pixels per crop pixel
-    k = max(1, math.ceil(step))  # samples per output pixel and axis
-    steps = (torch.arange(size * k, dtype=torch.float64) + 0.5) / k - 0.5  # sub-pixel centres, crop pixels
-    v, u = torch.meshgrid(steps, steps, indexing="ij")
-    m = torch.from_numpy(crop_to_photo)
-    x = m[0, 0] * u + m[0, 1] * v + m[0, 2] - offset[0]
-    y = m[1, 0] * u + m[1, 1] * v + m[1, 2] - offset[1]
-    h, w = source.shape[:2]
-    grid = torch.stack([2 * x / (w - 1) - 1, 2 * y / (h - 1) - 1], -1)[None].float()
+    k = max(1, math.ceil(step))  # samples per output pixel and axis, averaged
+    sub = 0.5 / k - 0.5  # sub-pixel (i, j) of the k-times finer grid sits at crop pixel (i, j) / k + sub
+    fine_to_crop = np.array([[1 / k, 0.0, sub], [0.0, 1 / k, sub], [0.0, 0.0, 1.0]])
+    fine_to_source = crop_to_photo @ fine_to_crop - np.array([[0, 0, offset[0]], [0, 0, offset[1]]])
     image = torch.from_numpy(np.ascontiguousarray(source)).permute(2, 0, 1)[None].float()
-    sampled = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    sampled = warp_affine(image, fine_to_source, (size * k, size * k), padding="border")
     crop = F.avg_pool2d(sampled, k)[0] if k > 1 else sampled[0]
     return AlignedFace(crop=crop, crop_to_photo=crop_to_photo, face=face)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from agelatent.geometry import warp_affine
 
 __all__ = ["paste_back"]
 
@@ -44,10 +45,10 @@ def paste_back(
     half = (size - 1) / 2
     radius = np.sqrt(((u - half) / half) ** 2 + ((v - half) / half) ** 2)
     mask = np.clip((1 - radius) / feather, 0, 1)[..., None]  # [h', w', 1]
-    grid = torch.from_numpy(np.stack([u / half - 1, v / half - 1], -1))[None].float()
+    region_to_crop = (inv @ np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]]))[:2]
 
     def warp(face: torch.Tensor) -> np.ndarray:
-        sampled = F.grid_sample(face[None].float().cpu(), grid, mode="bilinear", align_corners=True)
+        sampled = warp_affine(face[None].float().cpu(), region_to_crop, (y1 - y0 + 1, x1 - x0 + 1))
         return sampled[0].permute(1, 2, 0).double().numpy()
 
     region = out[y0 : y1 + 1, x0 : x1 + 1].astype(np.float64)

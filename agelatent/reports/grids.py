@@ -20,11 +20,12 @@ def image_grid(
     captions: Sequence[Sequence[str]] | None = None,
     column_titles: Sequence[str] | None = None,
     scale: int = 2,
+    row_titles: Sequence[str] | None = None,
 ) -> Image.Image:
     """Lay out ``images`` ``[R, C, 3, H, W]`` (values in [-1, 1]) as an R x C grid.
 
     Each cell is upscaled by ``scale`` (nearest, so pixels stay honest) and gets its caption (one or two
-    short lines) underneath; optional titles go above the columns.
+    short lines) underneath; optional titles go above the columns and left of the rows.
     """
     if images.ndim != 5 or images.shape[2] != 3:
         raise ValueError(f"image_grid expects [rows, cols, 3, H, W], got {tuple(images.shape)}")
@@ -33,16 +34,21 @@ def image_grid(
     cell_w, cell_h = width * scale, height * scale
     caption_h = 0 if captions is None else 12 * max(c.count("\n") + 1 for row in captions for c in row) + 4
     title_h = 0 if column_titles is None else 16
+    label_w = 0 if row_titles is None else 8 + 6 * max(len(t) for t in row_titles)
     pad = 4
     canvas = Image.new(
         "RGB",
-        (cols * (cell_w + pad) + pad, title_h + rows * (cell_h + caption_h + pad) + pad),
+        (label_w + cols * (cell_w + pad) + pad, title_h + rows * (cell_h + caption_h + pad) + pad),
         "white",
     )
     draw = ImageDraw.Draw(canvas)
     pixels = to_uint8(images.reshape(rows * cols, 3, height, width)).reshape(rows, cols, height, width, 3)
+    for r, title in enumerate(row_titles or ()):
+        draw.text(
+            (4, title_h + pad + r * (cell_h + caption_h + pad) + cell_h // 2), title, fill="black", font=font
+        )
     for c in range(cols):
-        x = pad + c * (cell_w + pad)
+        x = label_w + pad + c * (cell_w + pad)
         if column_titles is not None:
             draw.text((x + 2, 2), column_titles[c], fill="black", font=font)
         for r in range(rows):

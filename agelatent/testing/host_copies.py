@@ -289,7 +289,7 @@ def allowed_copies(num_envs: int, latent_dim: int) -> tuple[AllowedCopy, ...]:
             "per seed (a seed is the same face in any batch, on any device), then uploaded; only when episodes end",
         ),
         rule(
-            "agelatent/perception/insightface_models.py",
+            "agelatent/geometry.py",
             "warp_affine",
             ("HtoD",),
             48,

@@ -2,7 +2,7 @@
 
 Why a port: through dlib-bin one face costs ~55 ms of one CPU core (no BLAS) and gives no gradients; the
 RL loop needs batched, differentiable identity embeddings. The weights are read straight from dlib's
-``.dat`` file by :mod:`agelatent.perception.dlib_format` (no dlib needed at load time); parity with
+``.dat`` file by :mod:`agelatent.ports.dlib_format` (no dlib needed at load time); parity with
 dlib-bin's ``compute_face_descriptor`` is tested on real faces (``tests/test_identity_port.py``).
 
 Input: float RGB chips ``[N, 3, 150, 150]`` in 0..255, aligned the way ``dlib.get_face_chip(img, shape,
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agelatent.perception.dlib_format import (
+from agelatent.ports.dlib_format import (
     AffineParams,
     ConvParams,
     FaceResNetWeights,

@@ -1,7 +1,7 @@
 """dlib's shape predictor (Kazemi & Sullivan's ensemble of regression trees) as batched torch ops.
 
 dlib runs its ``shape_predictor`` one image at a time in C++. This port reads the same ``.dat`` file
-(:func:`~agelatent.perception.dlib_format.read_shape_predictor`) and evaluates the whole batch at once, on
+(:func:`~agelatent.ports.dlib_format.read_shape_predictor`) and evaluates the whole batch at once, on
 the images' device, so the embedded world has no per-image Python loop and runs on a GPU. What dlib does
 (facts from dlib's ``shape_predictor.h``), and how it is reproduced:
 
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agelatent.perception.dlib_format import ShapePredictorWeights, read_shape_predictor
+from agelatent.ports.dlib_format import ShapePredictorWeights, read_shape_predictor
 
 __all__ = ["TorchShapePredictor"]
 
