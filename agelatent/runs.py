@@ -79,6 +79,16 @@ class JobInterrupted(Exception):
         return signal.Signals(self.signum).name
 
 
+class _File:
+    """A file of the run directory, at a fixed path inside it: ``RunDir(...).<name>`` is that path."""
+
+    def __init__(self, relative: str, doc: str) -> None:
+        self.relative, self.__doc__ = relative, doc
+
+    def __get__(self, run: RunDir | None, owner: type | None = None):
+        return self if run is None else run.path / self.relative
+
+
 @dataclass(frozen=True)
 class RunDir:
     """The files of one job's output directory."""
@@ -92,10 +102,19 @@ class RunDir:
     def name(self) -> str:
         return self.path.name
 
-    @property
-    def checkpoint(self) -> Path:
-        """The training state to resume from and to evaluate (written atomically)."""
-        return self.path / "checkpoints" / "last.ckpt"
+    #: the files every job's directory may hold
+    checkpoint = _File(
+        "checkpoints/last.ckpt", "The training state to resume from and to evaluate (written atomically)."
+    )
+    config = _File(
+        "config.yaml", "The resolved config the job ran with (evaluation rebuilds a policy's MDP from it)."
+    )
+    failed = _File(
+        "FAILED.txt", "Present only while the job's last attempt failed: the error and its traceback."
+    )
+    summary = _File("summary.json", "The job's result as JSON (training: the validation summary).")
+    metrics = _File("metrics.csv", "Training curves, one row per logging step (appended to on resume).")
+    wandb_id = _File("wandb_id.txt", "The W&B run id, so that a resumed job continues the same W&B run.")
 
     def snapshot(self, env_steps: int) -> Path:
         """The policy as it was after ``env_steps`` env steps (actor only; loads like a checkpoint)."""
@@ -105,31 +124,6 @@ class RunDir:
         """(env steps, path) of every policy snapshot, in training order."""
         found = sorted((self.path / "checkpoints").glob("policy_*.pt"))
         return [(int(p.stem.removeprefix("policy_")), p) for p in found]
-
-    @property
-    def config(self) -> Path:
-        """The resolved config the job ran with (evaluation rebuilds a policy's MDP from it)."""
-        return self.path / "config.yaml"
-
-    @property
-    def failed(self) -> Path:
-        """Present only while the job's last attempt failed: the error and its traceback."""
-        return self.path / "FAILED.txt"
-
-    @property
-    def summary(self) -> Path:
-        """The job's result as JSON (training: the validation summary)."""
-        return self.path / "summary.json"
-
-    @property
-    def metrics(self) -> Path:
-        """Training curves, one row per logging step (appended to on resume)."""
-        return self.path / "metrics.csv"
-
-    @property
-    def wandb_id(self) -> Path:
-        """The W&B run id, so that a resumed job continues the same W&B run."""
-        return self.path / "wandb_id.txt"
 
     @classmethod
     def of_policy(cls, policy: str | Path) -> tuple[RunDir, Path]:

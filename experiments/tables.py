@@ -45,11 +45,18 @@ def _run(cmd: list[str]) -> int:
     return subprocess.run(cmd, env=os.environ | {"HYDRA_FULL_ERROR": "1"}).returncode
 
 
-def _eval_cfg(profile, policy: Path | None, editors: list[str] | None, *extra: str):
-    """agelatent-eval's config for a table: ``editors`` None runs conf/eval.yaml's (every editor)."""
+def _eval_cfg(
+    profile, policy: Path | None, editors: list[str] | None, *extra: str, profile_targets: bool = True
+):
+    """agelatent-eval's config for a table: ``editors`` None runs conf/eval.yaml's (every editor); the
+    profile's ``targets`` (where it has them and ``profile_targets``), else the protocol's."""
     overrides = [
         f"protocol.num_faces={profile.num_faces}",
-        f"protocol.targets=[{','.join(str(t) for t in profile.targets)}]",
+        *(
+            [f"protocol.targets=[{','.join(str(t) for t in profile.targets)}]"]
+            if profile_targets and profile.get("targets")
+            else []
+        ),
         *([f"editors=[{','.join(editors)}]"] if editors is not None else []),
         f"editor_settings.global_direction.num_samples={profile.direction_samples}",
         "logger=none",
@@ -211,8 +218,8 @@ def figures(profile, out: Path, results: Path) -> None:
         policy.path,
         None,
         f"protocol.num_faces={profile.grid_faces}",
-        "protocol.targets=[20,30,40,50,60]",
         f"protocol.grid_faces={profile.grid_faces}",
+        profile_targets=False,  # the protocol's own target grid: the figures show every target age
     )
     evaluate(cfg, out / "eval")
     for png in (out / "eval").glob("grid_*.png"):

@@ -18,7 +18,6 @@ The run directory (``runs/<run_name>/``, Hydra's output dir; its files are named
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -144,8 +143,7 @@ def train(cfg: DictConfig, run_dir: RunDir | Path, console: Console | None = Non
     start = time.perf_counter()
     steps0 = module.env_steps if resume_from is None else None
     # training-time alignment jitter of the reward's age (perception.age_jitter), never in the report below
-    augmentation = getattr(world.perception, "augmentation", None)
-    with augmentation() if augmentation is not None else contextlib.nullcontext():
+    with world.perception.augmentation():
         trainer.fit(module, ckpt_path=resume_from, weights_only=True if resume_from else None)
     seconds = time.perf_counter() - start
     stopped = next((c.stopped_by for c in setup.callbacks if getattr(c, "stopped_by", None)), None)

@@ -4,9 +4,9 @@ Three layers:
 
 * :class:`FivePointLandmarker`: dlib's ``shape_predictor`` (five-point model) over a batch of RGB images.
   Generated faces are centred, so a constant face rectangle replaces detection
-  (:data:`GENERATED_FACE_WORK_SIZE`, :data:`GENERATED_FACE_RECT`); :meth:`FivePointLandmarker.detect` runs
-  dlib's HOG frontal face detector instead, for real photos. The predictor runs in dlib-bin (per image, a
-  Python loop; measured, one CPU thread: 0.4 ms per image) or as the batched torch port of
+  (:data:`GENERATED_FACE_WORK_SIZE`, :data:`GENERATED_FACE_RECT`); real photos go through dlib's HOG frontal
+  face detector first (:class:`agelatent.photos.faces.FaceDetector`). The predictor runs in dlib-bin (per
+  image, a Python loop) or as the batched torch port of
   :mod:`agelatent.ports.shape_predictor` (the same landmarks; ``backend``, :data:`LANDMARK_BACKENDS`).
 * :func:`face_chip_details`: the chip geometry of dlib's ``get_face_chip_details(shape, size, padding)``
   for a batch of five-point shapes -- the same ``rect`` and ``angle`` (to ~1e-12), computed in float64.
@@ -308,8 +308,8 @@ def _filter_down(x: torch.Tensor, dim: int, odd: torch.Tensor) -> torch.Tensor:
     resolution (contiguous in-place accumulation: fastest on CPU), then both phases are strided views
     selected elementwise (no gather, no per-sample loop). Its gradient is the transposed filter written
     into one buffer (:class:`_FilterDown`): autograd through the five shifted views and two strided ones
-    allocates and zeroes a full-size gradient for each (with the chips' own, ~0.3 s of the ~1.1 s that 32
-    faces took to score with three backward passes here, torch.profiler)."""
+    would allocate and zero a full-size gradient for each, a large share of an env step's backward passes
+    in torch.profiler."""
     if x.requires_grad and torch.is_grad_enabled():
         return _FilterDown.apply(x, dim, odd)
     return _filter_down_values(x, dim, odd)
@@ -581,9 +581,8 @@ def resize_bicubic(images: torch.Tensor, size: int) -> torch.Tensor:
     Computed as the separable linear map it is, ``My · x · Mxᵀ``, with the per-axis weight matrices read
     off ``F.interpolate`` (:func:`_bicubic_matrix`): the same kernel and border rule, values equal to
     ``F.interpolate``'s within float32 rounding (1e-4 at 0..255), and both the forward pass and its gradient
-    (``Myᵀ · g · Mx``) are two small matmuls. On a 2-core CPU, 64 -> 256 for 32 faces: ~4x faster than
-    ``F.interpolate`` forward, and its backward replaces PyTorch's scatter kernel, which cost ~3.5 ms per face
-    (``make bench``)."""
+    (``Myᵀ · g · Mx``) are two small matmuls: faster than ``F.interpolate`` on a CPU, and its backward
+    replaces PyTorch's slow scatter kernel (``make bench`` measures the alignment's share)."""
     _check_images(images)
     if not images.is_floating_point():
         images = images.float()

@@ -15,8 +15,8 @@ Layers, bottom up:
     the default-domain opset to 17 (see :func:`lower_opset_for_onnx2torch`). Frozen (eval,
     ``requires_grad_(False)``) but differentiable w.r.t. its input; stays on the GPU with no host round trip.
     Subnormal weights are flushed to zero (:func:`flush_subnormals_`): age-v1 holds ~6,700 of them
-    (|w| < 1.2e-38) in its first two convolutions, and oneDNN's CPU convolutions run ~10x slower on them
-    (measured: 438 vs 40 ms for a batch of 32 chips); onnxruntime is unaffected.
+    (|w| < 1.2e-38) in its first two convolutions, and oneDNN's CPU convolutions run an order of magnitude
+    slower on them; onnxruntime is unaffected.
 
 * :class:`AgeEstimator` / :class:`GenderClassifier`: RGB face chips in 0..255 (dlib-aligned, see below) ->
   ages in years / P(male). Normalisation is done inside, in torch, so the whole path is differentiable
@@ -573,14 +573,12 @@ class _ChipModel:
         self._means = torch.tensor(RGB_MEANS, dtype=torch.float32).view(1, 3, 1, 1)
 
     @property
-    def runtime(self) -> str:
-        return self.runner.runtime
-
-    @property
     def differentiable(self) -> bool:
+        """Whether gradients reach the chips (the torch runtime)."""
         return self.runner.differentiable
 
     def to(self, device: torch.device | str):
+        """Moves the graph's runner (a torch module or an onnxruntime session's I/O binding) to ``device``."""
         self.runner.to(device)
         return self
 

@@ -1,7 +1,7 @@
 """dlib's face-recognition ResNet (``dlib_face_recognition_resnet_model_v1.dat``) as a plain PyTorch module.
 
-Why a port: through dlib-bin one face costs ~55 ms of one CPU core (no BLAS) and gives no gradients; the
-RL loop needs batched, differentiable identity embeddings. The weights are read straight from dlib's
+Why a port: dlib-bin runs one face at a time on one CPU core (no BLAS) and gives no gradients; the RL loop
+needs batched, differentiable identity embeddings (``make bench`` compares the two). The weights are read straight from dlib's
 ``.dat`` file by :mod:`agelatent.ports.dlib_format` (no dlib needed at load time); parity with
 dlib-bin's ``compute_face_descriptor`` is tested on real faces (``tests/test_identity_port.py``).
 

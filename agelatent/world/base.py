@@ -42,9 +42,8 @@ class World(nn.Module):
     :data:`~agelatent.perception.base.PERCEPTION_HOOKS`): a missing hook fails here, naming it.
 
     ``chunk_size``: batches larger than this are scored in chunks (results concatenated, gradients
-    included). On a 2-core CPU the embedded world scores ~190 faces/s at 32 per call but only ~100/s at
-    128 (the working set stops fitting in cache), so callers can hand over any batch. ``None``: no chunking
-    (GPUs).
+    included): on a small CPU a large batch stops fitting in cache and scores more slowly per face (``make
+    bench`` measures it by batch size), so callers can hand over any batch. ``None``: no chunking (GPUs).
     """
 
     def __init__(
