@@ -33,6 +33,7 @@ from agelatent.env.latent_age import MDP_GROUPS, LatentAgeEnv, LatentAgeEnvConfi
 from agelatent.evaluation.held_out import check_protocol, held_out_edits
 from agelatent.evaluation.independent import calibrate, independent_summary
 from agelatent.evaluation.metrics import bootstrap_ci, summarise
+from agelatent.evaluation.realness import calibrate_realness, realness_summary, transforms_from_config
 from agelatent.reports.grids import edit_grid
 from agelatent.reports.tables import protocol_note, write_edits_csv, write_table
 from agelatent.runs import RunDir
@@ -41,7 +42,7 @@ __all__ = ["EVALUATOR_KINDS", "editor_mdp", "evaluate", "validate", "validate_ed
 
 log = logging.getLogger(__name__)
 
-EVALUATOR_KINDS = ("perception", "independent_age")
+EVALUATOR_KINDS = ("perception", "independent_age", "realness")
 
 
 def editor_mdp(editor: Editor, mdp: LatentAgeEnvConfig) -> LatentAgeEnvConfig:
@@ -65,6 +66,12 @@ def validate(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, dict[str, Editor]]:
             raise ValueError(
                 f"evaluator.{name}.kind must be one of {list(EVALUATOR_KINDS)}, got {spec.get('kind')!r}"
             )
+        if spec.kind == "realness":
+            transforms_from_config(spec.transforms)
+            if not spec.natural_faces >= 3:
+                raise ValueError(
+                    f"evaluator.{name}.natural_faces must be >= 3 (a slope), got {spec.natural_faces}"
+                )
         if spec.kind == "independent_age" and not spec.min_years > 0:
             raise ValueError(f"evaluator.{name}.min_years must be > 0, got {spec.min_years}")
     return validate_editors(cfg)
@@ -129,10 +136,27 @@ def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]
         from agelatent.world import build_world
 
         world = build_world(cfg)
-    evaluators = {
-        name: (spec, instantiate(spec.model).to(world.device).eval())
+    evaluators = {  # a realness judge reads through the world's own perception: no model of its own
+        name: (spec, None if spec.kind == "realness" else instantiate(spec.model).to(world.device).eval())
         for name, spec in (cfg.get("evaluator") or {}).items()
     }
+    judges = {
+        name: transforms_from_config(spec.transforms)
+        for name, (spec, _) in evaluators.items()
+        if spec.kind == "realness"
+    }
+    natural = {
+        name: calibrate_realness(world, judges[name], spec.natural_faces, spec.natural_first_seed, spec.seed)
+        for name, (spec, _) in evaluators.items()
+        if spec.kind == "realness"
+    }
+    for name, cal in natural.items():
+        log.info(
+            "%s on %d unedited faces: natural slope %s",
+            name,
+            len(cal.clean),
+            ", ".join(f"{t} {cal.slope(t):.2f} (r {cal.correlation(t):.2f})" for t in judges[name]),
+        )
     calibrations = {
         name: calibrate(world, model, spec.natural_faces, spec.natural_first_seed)
         for name, (spec, model) in evaluators.items()
@@ -158,6 +182,12 @@ def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]
         result = run_edits(env, editor, starts, target_t)
         summary = summarise(result, env_cfg.identity.hard_bound, protocol)
         for ev_name, (spec, model) in evaluators.items():
+            if spec.kind == "realness":
+                ev = realness_summary(
+                    world, result, natural[ev_name], judges[ev_name], protocol.bootstrap, spec.seed
+                )
+                summary.update({f"{ev_name}/{k}": v for k, v in ev.items()})
+                continue
             if ev_name not in start_scores:  # once: every editor starts from the same faces
                 with torch.no_grad():
                     start_scores[ev_name] = (model if spec.kind == "perception" else model.ages)(

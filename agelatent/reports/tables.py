@@ -26,6 +26,9 @@ EVALUATOR_COLUMNS = (
     ("age_error", "age error"),
     ("direction_agreement", "direction"),
     ("confirmation", "confirmation"),
+    ("kept", "age kept"),
+    ("pixels_per_year", "pixels / y"),
+    ("identity_per_year", "identity / y"),
 )
 
 
