@@ -6,6 +6,7 @@ from agelatent.editors.baselines import (
     GradientDescent,
     LocalLinearWalk,
     RandomWalk,
+    SemanticWalk,
     fit_global_direction,
 )
 from agelatent.editors.policy import PolicyEditor
@@ -18,6 +19,7 @@ __all__ = [
     "LocalLinearWalk",
     "PolicyEditor",
     "RandomWalk",
+    "SemanticWalk",
     "build_editor",
     "fit_global_direction",
     "run_edits",

@@ -15,10 +15,18 @@ import torch
 from agelatent.editors.base import Editor
 from agelatent.env.latent_age import KEEPABLE, ActionConfig, LatentAgeEnv
 from agelatent.env.local_linear import min_norm_step
+from agelatent.generators.sefa import semantic_directions
 from agelatent.runs import write_atomically
 from agelatent.store import cache_dir
 
-__all__ = ["GlobalDirection", "GradientDescent", "LocalLinearWalk", "RandomWalk", "fit_global_direction"]
+__all__ = [
+    "GlobalDirection",
+    "GradientDescent",
+    "LocalLinearWalk",
+    "RandomWalk",
+    "SemanticWalk",
+    "fit_global_direction",
+]
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +144,56 @@ def fit_global_direction(
     if cache:
         write_atomically(path, lambda tmp: torch.save(fit, tmp))
     return fit
+
+
+class SemanticWalk(Editor):
+    """The walk solved within a semantic basis: each step is the minimum-norm step for
+    ``clip(target - age, ±max_years_per_step)`` years along the local age direction *projected onto* the span
+    of ``num_directions`` closed-form semantic directions of the generator
+    (:func:`~agelatent.generators.sefa.semantic_directions`) and, with ``age_direction``, the global ridge age
+    direction (:func:`fit_global_direction`); norm-capped at ``max_step_norm``. The face can only move along
+    directions the generator itself treats as semantic, not along the age network's blind spots."""
+
+    name = "semantic_walk"
+
+    def __init__(
+        self,
+        *,
+        num_directions: int,
+        age_direction: bool,
+        num_samples: int,
+        first_seed: int,
+        max_years_per_step: float,
+        max_step_norm: float,
+    ):
+        _positive(max_years_per_step=max_years_per_step, max_step_norm=max_step_norm)
+        if isinstance(num_directions, bool) or not isinstance(num_directions, int) or num_directions < 0:
+            raise ValueError(f"num_directions must be an integer >= 0, got {num_directions!r}")
+        if num_directions == 0 and not age_direction:
+            raise ValueError("the basis is empty: give num_directions >= 1 or age_direction=true")
+        self.num_directions, self.age_direction = num_directions, bool(age_direction)
+        self.num_samples, self.first_seed = num_samples, first_seed
+        self.max_years_per_step, self.max_step_norm = max_years_per_step, max_step_norm
+        self.basis: torch.Tensor | None = None  # [k, d] orthonormal rows
+
+    def env_action(self, action: ActionConfig) -> ActionConfig:
+        return dataclasses.replace(action, mode="local_linear", max_step_norm=self.max_step_norm, keep=())
+
+    def prepare(self, env: LatentAgeEnv) -> None:
+        if self.basis is not None:
+            return
+        rows = []
+        if self.age_direction:
+            w = fit_global_direction(env.world, self.num_samples, self.first_seed)["w"].float()
+            rows.append(w[None] / w.norm())
+        if self.num_directions:
+            rows.append(semantic_directions(env.world.generator, self.num_directions)[0])
+        self.basis = torch.linalg.qr(torch.cat(rows).T).Q.T.contiguous()
+
+    def propose(self, env: LatentAgeEnv) -> torch.Tensor:
+        basis = self.basis.to(env.device)
+        within = (env.age_gradient @ basis.T) @ basis  # ĝ projected onto the basis
+        return min_norm_step(within, _wanted_years(env, self.max_years_per_step), self.max_step_norm)
 
 
 class GradientDescent(Editor):

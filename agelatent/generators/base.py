@@ -30,6 +30,7 @@ GENERATOR_HOOKS: dict[str, str] = {
     "forward": "latents [B, latent_dim] -> images [B, 3, resolution, resolution] in [-1, 1]",
     "sample_latents": "(seeds, device) -> [len(seeds), latent_dim]: one latent per seed from its prior",
     "typical_set": "() -> TypicalSet: where its prior puts latents (the env's clamp, observation and prior term)",
+    "first_layer_map": "() -> [outputs, latent_dim]: the linear map from a latent to its first layer (semantic directions)",
 }
 
 
@@ -51,6 +52,12 @@ class Generator(nn.Module):
         standard normal drawn by one CPU generator per seed)."""
         seeds = seeds.tolist() if isinstance(seeds, torch.Tensor) else list(seeds)
         return sample_latents(seeds, self.latent_dim, device)
+
+    def first_layer_map(self) -> torch.Tensor:
+        """``[outputs, latent_dim]``: the linear map from a latent to the generator's first layer's response,
+        for closed-form semantic directions (:func:`agelatent.generators.sefa.semantic_directions`). A
+        generator whose first layer is not linear in the latent raises NotImplementedError (the default)."""
+        raise NotImplementedError(f"{type(self).__name__} has no first layer linear in its latents")
 
     def typical_set(self) -> TypicalSet:
         """Where :meth:`sample_latents` puts latents (default: the standard normal's shell of radius sqrt(d))."""

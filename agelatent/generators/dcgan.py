@@ -57,6 +57,14 @@ class DCGANGenerator(Generator):
         model.load_state_dict(state, strict=True)  # strict: a different layout fails naming the keys
         return model.eval().requires_grad_(False)
 
+    def first_layer_map(self) -> torch.Tensor:
+        """The 1x1 -> 4x4 transposed convolution on z, with its eval-mode BatchNorm's per-channel scale folded
+        in: ``[C * 16, nz]`` (the BatchNorm's shift is a constant; SeFa ignores it)."""
+        conv, norm = self.main[0], self.main[1]
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)  # [C]
+        weight = conv.weight * scale[None, :, None, None]  # [nz, C, 4, 4]
+        return weight.reshape(self.latent_dim, -1).T.detach()
+
     def forward(self, latents_bz: torch.Tensor) -> torch.Tensor:
         if latents_bz.ndim != 2 or latents_bz.shape[1] != self.latent_dim:
             raise ValueError(

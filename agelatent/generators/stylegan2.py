@@ -504,6 +504,34 @@ class StyleGAN2Generator(Generator):
         repeat = self.n_latent if self.latent_space == "w+" else 1
         return TypicalSet(avg.repeat(repeat).clone(), self.style_dim, total / self.mean_latent_samples)
 
+    def first_layer_map(self) -> torch.Tensor:
+        """The style affines of every modulated layer, stacked: ``[sum of input channels, latent_dim]``, the
+        linear map from w to every layer's style (SeFa's choice for StyleGAN); in ``w+`` each layer's affine
+        reads its own block of the latent (the blocks :meth:`synthesis` hands it). In ``z`` the mapping network
+        is not linear: refused."""
+        if self.latent_space == "z":
+            raise NotImplementedError(
+                "StyleGAN2 in z: the mapping network is not linear; use latent_space=w or w+"
+            )
+        reads = [
+            (self.conv1, 0),
+            (self.to_rgb1, 1),
+        ]  # (layer, the w+ block it reads), as synthesis() runs them
+        for level, to_rgb in enumerate(self.to_rgbs):
+            i = 2 * level + 1
+            reads += [(self.convs[2 * level], i), (self.convs[2 * level + 1], i + 1), (to_rgb, i + 2)]
+        rows = []
+        for layer, k in reads:
+            affine = layer.conv.modulation
+            weight = (affine.weight * affine.scale).detach()
+            if self.latent_space == "w":
+                rows.append(weight)
+                continue
+            block = weight.new_zeros(weight.shape[0], self.latent_dim)
+            block[:, k * self.style_dim : (k + 1) * self.style_dim] = weight
+            rows.append(block)
+        return torch.cat(rows)
+
     def truncate(self, w: torch.Tensor) -> torch.Tensor:
         """``w_avg + ψ (w - w_avg)`` (identity when ψ = 1)."""
         if self.truncation == 1.0:
