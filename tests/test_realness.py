@@ -26,6 +26,8 @@ class BlindSpotPerception:
     """Age = 40 + 20 · brightness + 400 · (checkerboard content): the checkerboard moves it far more per unit
     of pixel change, and no person would call it age."""
 
+    robust_age = None
+
     def ages(self, images):
         brightness = images.mean((1, 2, 3))
         checker = (images * CHECKER).mean((1, 2, 3))

@@ -12,7 +12,9 @@ faces. So, for each transform T:
   requested change: the fraction of the editor's age change that survives T, relative to natural
   differences. 1: as real as the differences between unedited faces; 0: all of it lives in what T removes.
 
-``kept`` is the smallest ``kept_T`` over the judge's transforms. Beside it, two visible-change figures:
+``kept`` is the smallest ``kept_T`` over the judge's transforms whose kind the world's robust age reading
+(``perception.robust_age``) does not use: an editor steered by a reading smoothed over a transform is not
+judged by that transform. Beside it, two visible-change figures:
 ``pixels_per_year``, the mean absolute pixel change (0..255) per requested year, and ``identity_per_year``,
 the identity embedding's change per requested year. An editor whose success rests on invisible changes shows
 low ``kept`` and few pixels per year. All come with percentile-bootstrap 95% CIs over the edits (the
@@ -102,7 +104,8 @@ def realness_summary(
     bootstrap,
     seed: int = 0,
 ) -> dict[str, float]:
-    """The judge's figures for one editor's edits: ``kept_<T>`` per transform, ``kept`` (their minimum),
+    """The judge's figures for one editor's edits: ``kept_<T>`` per transform, ``kept`` (their minimum over
+    the kinds the robust reading does not use),
     ``pixels_per_year`` and ``identity_per_year``, each with ``_low``/``_high``, and ``natural_slope_<T>``."""
     images = torch.cat([result.start_images, result.final_images])
     clean, transformed = _readings(world, images, transforms, seed)
@@ -112,6 +115,8 @@ def realness_summary(
     g = torch.Generator().manual_seed(bootstrap.seed)
     idx = torch.randint(0, n, (bootstrap.resamples, n), generator=g)
     out: dict[str, float] = {}
+    robust = world.perception.robust_age
+    excluded = {t.kind for t in robust.transforms} if robust is not None else set()
     kept_samples, kept_points = [], []
     for name in transforms:
         k = calibration.slope(name)
@@ -122,8 +127,14 @@ def realness_summary(
             samples, bootstrap.resamples, bootstrap.seed, point
         )
         out[f"natural_slope_{name}"] = k
-        kept_samples.append(samples)
-        kept_points.append(point)
+        if transforms[name].kind not in excluded:
+            kept_samples.append(samples)
+            kept_points.append(point)
+    if not kept_points:
+        raise ValueError(
+            f"evaluator realness: every transform is of a kind the robust age reading uses ({sorted(excluded)}); "
+            "give the judge another kind"
+        )
     out["kept"], out["kept_low"], out["kept_high"] = _ci(
         torch.stack(kept_samples).min(0).values, bootstrap.resamples, bootstrap.seed, min(kept_points)
     )

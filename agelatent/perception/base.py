@@ -49,6 +49,9 @@ class Perception(nn.Module):
     identity_dim: ClassVar[int]
     #: identity similarity at or above which two faces count as the same person
     same_person_similarity: float
+    #: the robust age reading (``perception.robust_age``, :class:`agelatent.perception.robust.RobustReading`);
+    #: None: the robust reading is the clean one
+    robust_age = None
 
     @property
     def differentiable(self) -> bool:
@@ -61,6 +64,11 @@ class Perception(nn.Module):
     def ages(self, images: torch.Tensor) -> torch.Tensor:
         """Ages only (skips the identity network): the cheap path for probes and age-only baselines."""
         raise NotImplementedError(f"{type(self).__name__} must implement ages(images) -> [B] years")
+
+    def robust_ages(self, images: torch.Tensor) -> torch.Tensor:
+        """Ages ``[B]`` read robustly: the age network's mean over :attr:`robust_age`'s transforms (the clean
+        :meth:`ages` when none is configured); differentiable wherever :meth:`ages` is."""
+        return self.ages(images) if self.robust_age is None else self.robust_age(self.ages, images)
 
     @staticmethod
     def identity_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -87,6 +95,7 @@ PERCEPTION_HOOKS: dict[str, str] = {
     "differentiable": "bool: whether gradients reach the images (white-box editors need it)",
     "forward": "images [B, 3, H, W] in [-1, 1] -> FaceScores (ages, identity, P(male))",
     "ages": "images -> ages [B] in years, without the identity network",
+    "robust_ages": "images -> ages [B] read through the robust_age transforms (the clean ages without them)",
     "identity_similarity": "(a, b) embeddings -> similarity, broadcasting",
     "augmentation": "context manager: training-time augmentation of the reward's readings (may do nothing)",
     "five_point_landmarks": "images -> [B, 5, 2] landmarks in image pixels, or None",

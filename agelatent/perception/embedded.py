@@ -59,6 +59,7 @@ from agelatent.perception.onnx_models import (
     GenderClassifier,
     OrtSettings,
 )
+from agelatent.perception.robust import RobustReading
 from agelatent.ports.dlib_resnet import DESCRIPTOR_DIM, DlibFaceResNet
 
 __all__ = ["DLIB_SAME_PERSON_DISTANCE", "AlignmentJitter", "EmbeddedPerception"]
@@ -132,8 +133,10 @@ class EmbeddedPerception(Perception):
         ort_threads: int = 0,
         age_jitter: Mapping | None = None,
         landmarks: str = "auto",
+        robust_age: Mapping | None = None,
     ) -> None:
         super().__init__()
+        self.robust_age = RobustReading.from_config(robust_age)  # checked before any load
         self.age_jitter = AlignmentJitter(**age_jitter) if age_jitter else None  # checked before any load
         if runtime not in RUNTIMES:
             raise ValueError(f"perception.runtime must be one of {RUNTIMES}, got {runtime!r}")

@@ -35,7 +35,7 @@ when the images are on a GPU: tensors never leave the device; a plain ``run`` on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -54,6 +54,7 @@ from agelatent.perception.onnx_models import (
     TorchRunner,
     check_signature,
 )
+from agelatent.perception.robust import RobustReading
 
 __all__ = [
     "ARCFACE_TEMPLATE_112",
@@ -459,8 +460,10 @@ class InsightFacePerception(Perception):
         ort_threads: int = 0,
         landmarks_1024: Sequence[Sequence[float]] | None = None,
         face_box_1024: Sequence[float] | None = None,
+        robust_age: Mapping | None = None,
     ) -> None:
         super().__init__()
+        self.robust_age = RobustReading.from_config(robust_age)
         if runtime not in RUNTIMES:
             raise ValueError(f"perception.runtime must be one of {RUNTIMES}, got {runtime!r}")
         if not isinstance(ort_threads, int) or ort_threads < 0:
