@@ -4,13 +4,8 @@ evaluator.
 
 Rows of the results table are editors; columns are the metrics of :mod:`agelatent.evaluation.metrics`
 with bootstrap 95% CIs, plus ``<evaluator>/<metric>`` columns for every configured second evaluator
-(``conf/evaluator/``), which expose an editor that games the reward's own networks. Two kinds:
-
-* ``kind: perception`` (``realigned``, ``onnx_age``): the final and start images re-scored by a second
-  perception -- a different alignment of the same networks, or another ONNX age model -- giving
-  ``success_rate``, ``age_error`` and ``similarity`` as that perception sees them.
-* ``kind: independent_age`` (``agender``): an independent age model with its own scale, giving
-  ``direction_agreement`` and ``confirmation`` (:mod:`agelatent.evaluation.independent`).
+(``conf/evaluator/``, :mod:`agelatent.evaluation.judges`: another perception, an independent age model, the
+realness judge), which expose an editor that games the reward's own networks.
 
 When a trained policy is evaluated, the MDP (the ``MDP_GROUPS``: env, action, identity, target) is taken
 from its run's saved config, so the policy acts exactly as it was trained and the baselines face the same
@@ -24,25 +19,20 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from agelatent.editors import Editor, EditResult, build_editor, run_edits
+from agelatent.editors import Editor, build_editor, run_edits
 from agelatent.env.latent_age import MDP_GROUPS, LatentAgeEnv, LatentAgeEnvConfig
 from agelatent.evaluation.held_out import check_protocol, held_out_edits
-from agelatent.evaluation.independent import calibrate, independent_summary
-from agelatent.evaluation.metrics import bootstrap_ci, summarise
-from agelatent.evaluation.realness import calibrate_realness, realness_summary, transforms_from_config
+from agelatent.evaluation.judges import build_judges, check_judges
+from agelatent.evaluation.metrics import summarise
 from agelatent.reports.grids import edit_grid
 from agelatent.reports.tables import protocol_note, write_edits_csv, write_table
 from agelatent.runs import RunDir
 
-__all__ = ["EVALUATOR_KINDS", "editor_mdp", "evaluate", "validate", "validate_editors"]
+__all__ = ["editor_mdp", "evaluate", "validate", "validate_editors"]
 
 log = logging.getLogger(__name__)
-
-EVALUATOR_KINDS = ("perception", "independent_age", "realness")
 
 
 def editor_mdp(editor: Editor, mdp: LatentAgeEnvConfig) -> LatentAgeEnvConfig:
@@ -61,19 +51,7 @@ def validate(cfg: DictConfig) -> tuple[LatentAgeEnvConfig, dict[str, Editor]]:
 
     check_run_settings(cfg)
     check_protocol(cfg.protocol, perception_class(cfg).age_range, "protocol")
-    for name, spec in (cfg.get("evaluator") or {}).items():
-        if spec.get("kind") not in EVALUATOR_KINDS:
-            raise ValueError(
-                f"evaluator.{name}.kind must be one of {list(EVALUATOR_KINDS)}, got {spec.get('kind')!r}"
-            )
-        if spec.kind == "realness":
-            transforms_from_config(spec.transforms)
-            if not spec.natural_faces >= 3:
-                raise ValueError(
-                    f"evaluator.{name}.natural_faces must be >= 3 (a slope), got {spec.natural_faces}"
-                )
-        if spec.kind == "independent_age" and not spec.min_years > 0:
-            raise ValueError(f"evaluator.{name}.min_years must be > 0, got {spec.min_years}")
+    check_judges(cfg.get("evaluator"))
     return validate_editors(cfg)
 
 
@@ -136,41 +114,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]
         from agelatent.world import build_world
 
         world = build_world(cfg)
-    evaluators = {  # a realness judge reads through the world's own perception: no model of its own
-        name: (spec, None if spec.kind == "realness" else instantiate(spec.model).to(world.device).eval())
-        for name, spec in (cfg.get("evaluator") or {}).items()
-    }
-    judges = {
-        name: transforms_from_config(spec.transforms)
-        for name, (spec, _) in evaluators.items()
-        if spec.kind == "realness"
-    }
-    natural = {
-        name: calibrate_realness(world, judges[name], spec.natural_faces, spec.natural_first_seed, spec.seed)
-        for name, (spec, _) in evaluators.items()
-        if spec.kind == "realness"
-    }
-    for name, cal in natural.items():
-        log.info(
-            "%s on %d unedited faces: natural slope %s",
-            name,
-            len(cal.clean),
-            ", ".join(f"{t} {cal.slope(t):.2f} (r {cal.correlation(t):.2f})" for t in judges[name]),
-        )
-    calibrations = {
-        name: calibrate(world, model, spec.natural_faces, spec.natural_first_seed)
-        for name, (spec, model) in evaluators.items()
-        if spec.kind == "independent_age"
-    }
-    for name, cal in calibrations.items():
-        log.info(
-            "%s on %d unedited faces: slope %.3f on the reward's ages (correlation %.2f)",
-            name,
-            len(cal.reward_ages),
-            cal.slope,
-            cal.correlation,
-        )
-    start_scores: dict[str, Any] = {}  # per evaluator, its scores of the (shared) start faces
+    judges = build_judges(cfg.get("evaluator"), world)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     protocol = cfg.protocol
@@ -181,30 +125,9 @@ def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]
         env = LatentAgeEnv.for_edits(world, editor_mdp(editor, env_cfg), len(seeds))
         result = run_edits(env, editor, starts, target_t)
         summary = summarise(result, env_cfg.identity.hard_bound, protocol)
-        for ev_name, (spec, model) in evaluators.items():
-            if spec.kind == "realness":
-                ev = realness_summary(
-                    world, result, natural[ev_name], judges[ev_name], protocol.bootstrap, spec.seed
-                )
-                summary.update({f"{ev_name}/{k}": v for k, v in ev.items()})
-                continue
-            if ev_name not in start_scores:  # once: every editor starts from the same faces
-                with torch.no_grad():
-                    start_scores[ev_name] = (model if spec.kind == "perception" else model.ages)(
-                        result.start_images
-                    )
-            if spec.kind == "perception":
-                ev = _perception_summary(model, start_scores[ev_name], result, env_cfg, protocol)
-            else:
-                ev = independent_summary(
-                    start_scores[ev_name].cpu(),
-                    model.ages(result.final_images).cpu(),
-                    result,
-                    calibrations[ev_name],
-                    spec.min_years,
-                    protocol.bootstrap,
-                )
-            summary.update({f"{ev_name}/{k}": v for k, v in ev.items()})
+        for judge_name, judge in judges.items():
+            ev = judge.summary(result, env_cfg.identity.hard_bound, protocol)
+            summary.update({f"{judge_name}/{k}": v for k, v in ev.items()})
         rows.append({"editor": name, **summary})
         results[name] = result
         edit_grid(result, targets, min(protocol.grid_faces, protocol.num_faces)).save(
@@ -225,20 +148,3 @@ def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]
         note=protocol_note(protocol, env_cfg.max_steps, env_cfg.identity.hard_bound),
     )
     return rows
-
-
-def _perception_summary(evaluator, start, result: EditResult, env_cfg, protocol) -> dict[str, float]:
-    with torch.no_grad():
-        final = evaluator(result.final_images)
-    sim = evaluator.identity_similarity(final.identity, start.identity)
-    err = (final.ages_years - result.targets).abs()
-    kept = sim >= env_cfg.identity.hard_bound
-    out = {}
-    for key, values in (
-        ("age_error", err),
-        ("success_rate", ((err <= protocol.success_window_years) & kept).float()),
-        ("similarity", sim),
-    ):
-        ci = bootstrap_ci(values, protocol.bootstrap.resamples, protocol.bootstrap.seed)
-        out[key], out[key + "_low"], out[key + "_high"] = ci.mean, ci.low, ci.high
-    return out

@@ -3,7 +3,7 @@
 Every snapshot a run wrote (``checkpoints/policy_<env steps>.pt``, callback ``policy_snapshots``) and its
 final checkpoint are evaluated with :func:`agelatent.evaluation.comparison.evaluate` on the validation
 protocol (never the test faces), under the run's own MDP, by the reward's networks and by the second
-evaluators (default ``[realigned, agender]``). :func:`curves` writes ``curves.csv`` (one row per snapshot)
+evaluators (agelatent-eval's defaults). :func:`curves` writes ``curves.csv`` (one row per snapshot)
 and ``curves.png``: success under the reward's networks and under the realigned evaluator, and the
 independent model's direction agreement and confirmation ratio, against env steps -- so a reader sees
 whether more training helps, and whether what it helps is age or the reward's crop. Run by
