@@ -23,7 +23,13 @@ from hydra.utils import instantiate
 from agelatent.editors.base import EditResult
 from agelatent.evaluation.independent import calibrate, independent_summary
 from agelatent.evaluation.metrics import bootstrap_ci
-from agelatent.evaluation.realness import calibrate_realness, realness_summary, transforms_from_config
+from agelatent.evaluation.realness import (
+    calibrate_realness,
+    judged_transforms,
+    read_faces,
+    realness_summary,
+    transforms_from_config,
+)
 
 __all__ = [
     "JUDGES",
@@ -122,6 +128,10 @@ class RealnessJudge(Judge):
     def __init__(self, name: str, spec, world) -> None:
         super().__init__(name, spec, world)
         self.transforms = transforms_from_config(spec.transforms)
+        judged_transforms(
+            world, self.transforms
+        )  # refused here, before any edit, if the robust reading covers all
+        self._start = None
         self.calibration = calibrate_realness(
             world, self.transforms, spec.natural_faces, spec.natural_first_seed, spec.seed
         )
@@ -136,8 +146,18 @@ class RealnessJudge(Judge):
         )
 
     def summary(self, result: EditResult, hard_bound: float, protocol) -> dict[str, float]:
+        if self._start is None:  # every editor starts from the same faces: read once
+            self._start = read_faces(
+                self.world, result.start_images, self.transforms, self.spec.seed, identity=True
+            )
         return realness_summary(
-            self.world, result, self.calibration, self.transforms, protocol.bootstrap, self.spec.seed
+            self.world,
+            result,
+            self.calibration,
+            self.transforms,
+            protocol.bootstrap,
+            self.spec.seed,
+            self._start,
         )
 
 

@@ -32,7 +32,15 @@ from agelatent.editors.base import EditResult
 from agelatent.evaluation.independent import ols_slope
 from agelatent.perception.transforms import ImageTransform
 
-__all__ = ["RealnessCalibration", "calibrate_realness", "realness_summary", "transforms_from_config"]
+__all__ = [
+    "RealnessCalibration",
+    "Readings",
+    "calibrate_realness",
+    "judged_transforms",
+    "read_faces",
+    "realness_summary",
+    "transforms_from_config",
+]
 
 
 def transforms_from_config(spec: Mapping) -> dict[str, ImageTransform]:
@@ -62,18 +70,41 @@ class RealnessCalibration:
         return float(torch.corrcoef(torch.stack([self.clean, self.transformed[name]]).double())[0, 1])
 
 
-def _readings(world, images: torch.Tensor, transforms: Mapping[str, ImageTransform], seed: int):
-    chunk = world.chunk_size or len(images)
-    clean, out = [], {name: [] for name in transforms}
-    for i in range(0, len(images), chunk):
-        part = images[i : i + chunk].to(world.device)
-        clean.append(world.perception.ages(part).cpu())
-        for name, t in transforms.items():
-            out[name].append(t.reading(world.perception.ages, part, seed + i).cpu())
-    return torch.cat(clean), {name: torch.cat(v) for name, v in out.items()}
+@dataclass(frozen=True)
+class Readings:
+    """The age network's readings of a batch of faces: clean and through each transform (CPU ``[N]``), and
+    their identity embeddings (``[N, D]``, when asked for)."""
+
+    clean: torch.Tensor
+    transformed: dict[str, torch.Tensor]
+    identity: torch.Tensor | None = None
 
 
 @torch.no_grad()
+def read_faces(
+    world, images: torch.Tensor, transforms: Mapping[str, ImageTransform], seed: int, identity: bool = False
+) -> Readings:
+    """Read ``images`` in the world's chunks. Chunk ``i``'s noise is seeded ``seed + i``: the start and the
+    final faces of the same edits get the same draws (their difference is the edit's, not the noise's)."""
+    chunk = world.chunk_size or len(images)
+    clean, out, embeddings = [], {name: [] for name in transforms}, []
+    for i in range(0, len(images), chunk):
+        part = images[i : i + chunk].to(world.device)
+        if identity:
+            scores = world.perception(part)
+            clean.append(scores.ages_years.cpu())
+            embeddings.append(scores.identity.cpu())
+        else:
+            clean.append(world.perception.ages(part).cpu())
+        for name, t in transforms.items():
+            out[name].append(t.reading(world.perception.ages, part, seed + i).cpu())
+    return Readings(
+        torch.cat(clean),
+        {name: torch.cat(v) for name, v in out.items()},
+        torch.cat(embeddings) if identity else None,
+    )
+
+
 def calibrate_realness(
     world, transforms: Mapping[str, ImageTransform], num_faces: int, first_seed: int, seed: int = 0
 ) -> RealnessCalibration:
@@ -82,20 +113,35 @@ def calibrate_realness(
         raise ValueError(
             f"the realness calibration needs >= 3 faces for a slope, got natural_faces={num_faces}"
         )
-    images = world.generate(world.sample_latents(list(range(first_seed, first_seed + num_faces))))
-    clean, transformed = _readings(world, images, transforms, seed)
-    return RealnessCalibration(clean, transformed)
+    with torch.no_grad():
+        images = world.generate(world.sample_latents(list(range(first_seed, first_seed + num_faces))))
+    faces = read_faces(world, images, transforms, seed)
+    return RealnessCalibration(faces.clean, faces.transformed)
 
 
-def _ci(values: torch.Tensor, resamples: int, seed: int, point: float) -> tuple[float, float, float]:
-    finite = values[torch.isfinite(values)]
+def judged_transforms(world, transforms: Mapping[str, ImageTransform]) -> list[str]:
+    """The transforms ``kept`` is the minimum over: those of a kind the world's robust age reading does not
+    average over (an editor steered by that reading is not judged by it). Refuses an empty choice."""
+    robust = world.perception.robust_age
+    excluded = {t.kind for t in robust.transforms} if robust is not None else set()
+    judged = [name for name, t in transforms.items() if t.kind not in excluded]
+    if not judged:
+        raise ValueError(
+            f"evaluator realness: every transform is of a kind the robust age reading uses ({sorted(excluded)}); "
+            "give the judge another kind"
+        )
+    return judged
+
+
+def _ci(samples: torch.Tensor, point: float) -> tuple[float, float, float]:
+    """(point, 2.5 %, 97.5 %) of bootstrap ``samples`` (non-finite ones dropped)."""
+    finite = samples[torch.isfinite(samples)]
     if len(finite) == 0:
         return point, float("nan"), float("nan")
     lo, hi = torch.quantile(finite.double(), torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
     return point, lo, hi
 
 
-@torch.no_grad()
 def realness_summary(
     world,
     result: EditResult,
@@ -103,48 +149,42 @@ def realness_summary(
     transforms: Mapping[str, ImageTransform],
     bootstrap,
     seed: int = 0,
+    start: Readings | None = None,
 ) -> dict[str, float]:
     """The judge's figures for one editor's edits: ``kept_<T>`` per transform, ``kept`` (their minimum over
-    the kinds the robust reading does not use),
-    ``pixels_per_year`` and ``identity_per_year``, each with ``_low``/``_high``, and ``natural_slope_<T>``."""
-    images = torch.cat([result.start_images, result.final_images])
-    clean, transformed = _readings(world, images, transforms, seed)
+    :func:`judged_transforms`), ``pixels_per_year`` and ``identity_per_year``, each with ``_low``/``_high``,
+    and ``natural_slope_<T>``. ``start``: the start faces' readings when a caller already has them (every
+    editor of an evaluation starts from the same faces)."""
+    judged = judged_transforms(world, transforms)
+    if start is None:
+        start = read_faces(world, result.start_images, transforms, seed, identity=True)
+    final = read_faces(world, result.final_images, transforms, seed, identity=True)
     n = len(result.targets)
-    sign = torch.sign(result.targets.cpu() - clean[:n])
-    d_clean = (clean[n:] - clean[:n]) * sign
-    g = torch.Generator().manual_seed(bootstrap.seed)
-    idx = torch.randint(0, n, (bootstrap.resamples, n), generator=g)
+    sign = torch.sign(result.targets.cpu() - start.clean)
+    d_clean = (final.clean - start.clean) * sign
+    idx = torch.randint(
+        0, n, (bootstrap.resamples, n), generator=torch.Generator().manual_seed(bootstrap.seed)
+    )
     out: dict[str, float] = {}
-    robust = world.perception.robust_age
-    excluded = {t.kind for t in robust.transforms} if robust is not None else set()
-    kept_samples, kept_points = [], []
+    samples, points = {}, {}
     for name in transforms:
         k = calibration.slope(name)
-        d_t = (transformed[name][n:] - transformed[name][:n]) * sign
-        point = float(d_t.mean() / d_clean.mean()) / k
-        samples = d_t[idx].mean(1) / d_clean[idx].mean(1) / k
+        d_t = (final.transformed[name] - start.transformed[name]) * sign
+        points[name] = float(d_t.mean() / d_clean.mean()) / k
+        samples[name] = d_t[idx].mean(1) / d_clean[idx].mean(1) / k
         out[f"kept_{name}"], out[f"kept_{name}_low"], out[f"kept_{name}_high"] = _ci(
-            samples, bootstrap.resamples, bootstrap.seed, point
+            samples[name], points[name]
         )
         out[f"natural_slope_{name}"] = k
-        if transforms[name].kind not in excluded:
-            kept_samples.append(samples)
-            kept_points.append(point)
-    if not kept_points:
-        raise ValueError(
-            f"evaluator realness: every transform is of a kind the robust age reading uses ({sorted(excluded)}); "
-            "give the judge another kind"
-        )
     out["kept"], out["kept_low"], out["kept_high"] = _ci(
-        torch.stack(kept_samples).min(0).values, bootstrap.resamples, bootstrap.seed, min(kept_points)
+        torch.stack([samples[name] for name in judged]).min(0).values, min(points[name] for name in judged)
     )
-    requested = (result.targets.cpu() - clean[:n]).abs()
+    requested = (result.targets.cpu() - start.clean).abs()
     pixels = ((result.final_images - result.start_images).abs() * 127.5).flatten(1).mean(1).cpu()
-    scores = world.perception(images.to(world.device))
-    moved = (scores.identity[n:] - scores.identity[:n]).norm(dim=1).cpu()
+    moved = (final.identity - start.identity).norm(dim=1)
     for key, change in (("pixels_per_year", pixels), ("identity_per_year", moved)):
         point = float(change.mean() / requested.mean())
         out[key], out[f"{key}_low"], out[f"{key}_high"] = _ci(
-            change[idx].mean(1) / requested[idx].mean(1), bootstrap.resamples, bootstrap.seed, point
+            change[idx].mean(1) / requested[idx].mean(1), point
         )
     return out
