@@ -6,7 +6,9 @@
 2. **Crafted edits rejected**: on ``--crafted`` validation faces, a pixel perturbation found by sign-gradient
    ascent on the clean reading (steps of 0.1 gray level, until the clean age has risen by ``--crafted-years``)
    -- an edit a person cannot see. The fraction of them the robust reading would still count as reaching
-   their target (clean start + ``--crafted-years``, within ``--window`` years).
+   their target (clean start + ``--crafted-years``, within ``--window`` years), raw and on the clean
+   reading's scale (``(reading - intercept) / slope``, the line of the robust reading on the clean one across
+   the unedited faces: what ``perception.robust_age``'s ``intercept`` and ``slope`` take).
 
 A setting passes when its correlation is at least ``--min-correlation``, its slope within
 ``--slope-tolerance`` of 1, and at most ``--max-crafted`` of the crafted edits pass it; the chosen one is the
@@ -72,10 +74,15 @@ def measure(world, args, calibration_seed: int, validation_seed: int) -> list[di
             )
             robust = torch.cat([reading(world.perception.ages, x).cpu() for x in images])
             corr = float(torch.corrcoef(torch.stack([clean, robust]).double())[0, 1])
-            fooled = (reading(world.perception.ages, crafted).cpu() - target).abs() <= args.window
+            slope = float(ols_slope(clean, robust))
+            intercept = float(robust.double().mean() - slope * clean.double().mean())
+            crafted_reading = reading(world.perception.ages, crafted).cpu()
+            fooled = (crafted_reading - target).abs() <= args.window
+            fooled_calibrated = ((crafted_reading - intercept) / slope - target).abs() <= args.window
             rows.append({
-                "kind": kind, "strength": strength, "correlation": corr, "slope": float(ols_slope(clean, robust)),
+                "kind": kind, "strength": strength, "correlation": corr, "slope": slope, "intercept": intercept,
                 "crafted_success": float(fooled.float().mean()),
+                "crafted_success_calibrated": float(fooled_calibrated.float().mean()),
             })  # fmt: skip
     return rows
 
@@ -124,13 +131,14 @@ def main() -> None:
         f"+{args.crafted_years:g} years on the clean reading by pixel perturbations. Passing: correlation >= "
         f"{args.min_correlation}, |slope - 1| <= {args.slope_tolerance}, crafted successes <= {args.max_crafted}.",
         "",
-        "| transform | strength | correlation | slope | crafted edits it still calls a success | passes |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| transform | strength | correlation | slope | intercept (y) | crafted edits it still calls a success "
+        "| the same, on the clean reading's scale | passes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['kind']} | {r['strength']:g} | {r['correlation']:.3f} | {r['slope']:.3f} | "
-            f"{r['crafted_success']:.2f} | {'yes' if passes(r, args) else 'no'} |"
+            f"| {r['kind']} | {r['strength']:g} | {r['correlation']:.3f} | {r['slope']:.3f} | {r['intercept']:.1f} | "
+            f"{r['crafted_success']:.2f} | {r['crafted_success_calibrated']:.2f} | {'yes' if passes(r, args) else 'no'} |"
         )
     lines += ["", f"Chosen: {chosen['kind']} {chosen['strength']:g}" if chosen else "Chosen: none passes"]
     (args.out / "robust_age.md").write_text("\n".join(lines) + "\n")

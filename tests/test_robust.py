@@ -4,6 +4,7 @@ blind spot (a reading that smooths the blind spot away is chosen; one that keeps
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ import torch
 from conftest import cpu_config
 from test_realness import CHECKER, SmoothWorld
 
+from agelatent.generators import Generator
+from agelatent.perception.base import FaceScores, Perception
 from agelatent.perception.robust import RobustReading
 from agelatent.perception.transforms import ImageTransform
 
@@ -55,6 +58,16 @@ def test_a_perception_without_a_robust_reading_reads_clean_and_a_bad_one_is_name
         RobustReading.from_config({"transforms": {"n": {"kind": "jpeg", "strength": 1.0}}})
     with pytest.raises(ValueError, match=r"perception.robust_age.draws must be an integer >= 1"):
         RobustReading.from_config({"transforms": {"n": {"kind": "noise", "strength": 0.1}}, "draws": 0})
+    with pytest.raises(ValueError, match=r"perception.robust_age.slope must be a finite number > 0"):
+        RobustReading.from_config({"transforms": {"b": {"kind": "blur", "strength": 1.0}}, "slope": 0.0})
+
+
+def test_a_reading_with_a_line_is_put_on_the_clean_scale():
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    spec = {"transforms": {"b": {"kind": "blur", "strength": 0.5}}}
+    raw = RobustReading.from_config(spec)(lambda x: 10 * x.mean((1, 2, 3)), images)
+    line = RobustReading.from_config({**spec, "intercept": 2.0, "slope": 0.5})
+    torch.testing.assert_close(line(lambda x: 10 * x.mean((1, 2, 3)), images), (raw - 2.0) / 0.5)
 
 
 def test_a_configured_robust_reading_follows_natural_differences(model_files):
@@ -92,3 +105,89 @@ def test_the_script_refuses_a_reading_the_crafted_edits_fool_and_chooses_one_the
     assert rows["noise"]["crafted_success"] == 1.0 and not script.passes(rows["noise"], args)
     assert rows["resample"]["crafted_success"] == 0.0 and script.passes(rows["resample"], args)
     assert script.choose(list(rows.values()), args)["kind"] == "resample"
+
+
+class CheckerGenerator(Generator):
+    """z [B, 2] -> 8 x 8 images: z[0] sets the brightness (what a person sees), z[1] a faint checkerboard
+    (what only :class:`CheckerPerception`'s blind spot sees)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.latent_dim, self.resolution = 2, 8
+        self.checker = torch.nn.Parameter(CHECKER[:8, :8].clone(), requires_grad=False)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        images = 0.3 * latents[:, 0, None, None] + 0.02 * latents[:, 1, None, None] * self.checker
+        return images[:, None].expand(-1, 3, -1, -1)
+
+
+class CheckerPerception(Perception):
+    """Age 40 + 20 brightness + 400 checkerboard content (8 years per unit of z[1], 6 per unit of z[0]); the
+    robust reading (2x down-sampling) averages the checkerboard away."""
+
+    age_range = (0.0, 80.0)
+    identity_dim = 2
+    same_person_similarity = 0.5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.robust_age = RobustReading.from_config(
+            {"transforms": {"resample": {"kind": "resample", "strength": 2.0}}}
+        )
+
+    def ages(self, images: torch.Tensor) -> torch.Tensor:
+        checker = (images * CHECKER[:8, :8]).mean((1, 2, 3))
+        return 40.0 + 20.0 * images.mean((1, 2, 3)) + 400.0 * checker
+
+    def forward(self, images: torch.Tensor) -> FaceScores:
+        return FaceScores(self.ages(images), torch.ones(len(images), 2), torch.full((len(images),), 0.5))
+
+
+def test_the_env_sees_the_robust_reading_and_succeeds_only_where_both_readings_agree():
+    from conftest import make_env
+
+    from agelatent.world import World
+
+    world = World(CheckerGenerator(), CheckerPerception(), chunk_size=None)
+    start = torch.zeros(3, 2)
+    scores = world.score(start + torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(scores.clean_ages, torch.full((3,), 48.0))  # the blind spot: +8 y
+    torch.testing.assert_close(scores.ages_years, torch.full((3,), 40.0))  # gone from the robust reading
+    torch.testing.assert_close(world.ages(start + torch.tensor([0.0, 1.0])), scores.ages_years)
+
+    env = make_env(
+        world,
+        "action.keep=[]",
+        "action.num_corrections=0",
+        "env.typical_set=false",
+        auto_reset=False,
+        num_envs=3,
+    )
+    env.reset_to(start, torch.full((3,), 48.0))
+    direction = env.age_gradient / env.age_gradient.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(
+        direction, torch.tensor([[1.0, 0.0]] * 3)
+    )  # the walk follows the robust reading
+    steps = torch.tensor([[0.0, 1.0], [8 / 6, 0.0], [8 / 6, 1.0]])  # blind spot; visible; both (clean 56)
+    result = env.step_latent(steps)
+    assert result.terminated.tolist() == [
+        False,
+        True,
+        False,
+    ]  # success needs the clean and the robust reading
+    torch.testing.assert_close(env.clean_ages, torch.tensor([48.0, 48.0, 56.0]))
+
+
+def test_tables_add_robust_success_only_for_a_world_with_a_robust_reading():
+    from test_realness import SIZE, edits
+
+    from agelatent.evaluation.metrics import edit_metrics
+
+    start = torch.zeros(3, 3, SIZE, SIZE)
+    result = edits(start, start, torch.tensor([40.0, 45.0, 60.0]))  # final ages 40 on the clean reading
+    assert "robust_success_rate" not in edit_metrics(result, 0.5, 5.0)
+    clean = torch.tensor([[40.0, 40.0, 40.0], [40.0, 44.0, 58.0]])
+    result = dataclasses.replace(result, clean_ages=clean)  # ages (all 40): now the robust reading
+    metrics = edit_metrics(result, 0.5, 5.0)
+    assert metrics["success_rate"].tolist() == [1.0, 1.0, 1.0]  # today's column: the clean reading
+    assert metrics["robust_success_rate"].tolist() == [1.0, 1.0, 0.0]  # the robust reading: 20 y short

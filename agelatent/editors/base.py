@@ -86,6 +86,9 @@ class EditResult:
     row_world_calls: torch.Tensor  # [B] the same per edit (shared lookahead calls split evenly)
     typicality: torch.Tensor  # [B] |ρ - 1| of the final latents, ρ = distance from the typical set in radii
     seconds: float
+    #: ``[T+1, B]`` the age network's clean reading when the world has a robust one (``ages`` is then the
+    #: robust reading); None without one
+    clean_ages: torch.Tensor | None = None
 
     @property
     def final_ages(self) -> torch.Tensor:
@@ -117,11 +120,12 @@ def run_edits(
     start = time.perf_counter()
     env.reset_to(start_latents, targets)
     start_images = env.images.clone()
-    latents, ages, sims, p_male = (
+    latents, ages, sims, p_male, clean = (
         [env.z.clone()],
         [env.ages.clone()],
         [env.similarity.clone()],
         [env.p_male.clone()],
+        [env.clean_ages.clone()],
     )
     for _ in range(env.cfg.max_steps):
         if not bool(env.active.any()):
@@ -131,6 +135,7 @@ def run_edits(
         ages.append(env.ages.clone())
         sims.append(env.similarity.clone())
         p_male.append(env.p_male.clone())
+        clean.append(env.clean_ages.clone())
     seconds = time.perf_counter() - start
     return EditResult(
         editor=editor.name,
@@ -148,4 +153,5 @@ def run_edits(
         row_world_calls=env.row_calls.clone(),
         typicality=(env.typical.relative_radii(env.z).mean(1) - 1).abs(),
         seconds=seconds,
+        clean_ages=torch.stack(clean) if env.world.perception.robust_age is not None else None,
     )

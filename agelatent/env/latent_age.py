@@ -247,6 +247,9 @@ class LatentAgeEnv:
         self.targets = torch.zeros(b, device=self.device)
         self.ages = torch.zeros(b, device=self.device)
         self.start_ages = torch.zeros(b, device=self.device)
+        self.clean_ages = torch.zeros(
+            b, device=self.device
+        )  # the clean reading (= ages without a robust one)
         self.start_p_male = torch.zeros(b, device=self.device)
         self.identity0 = torch.zeros(b, self.identity_dim, device=self.device)
         self.identity = torch.zeros(b, self.identity_dim, device=self.device)
@@ -352,6 +355,7 @@ class LatentAgeEnv:
         self.z0[rows] = latents
         self.ages[rows] = scores.ages_years
         self.start_ages[rows] = scores.ages_years
+        self.clean_ages[rows] = scores.clean_ages
         self.p_male[rows] = scores.p_male
         self.start_p_male[rows] = scores.p_male
         self.identity0[rows] = scores.identity
@@ -492,6 +496,7 @@ class LatentAgeEnv:
         ages_before = self.ages.clone()
         self.z[rows] = z_new[rows]
         self.ages[rows] = scores.ages_years
+        self.clean_ages[rows] = scores.clean_ages
         self.p_male[rows] = scores.p_male
         self.similarity[rows] = self.world.identity_similarity(scores.identity, self.identity0[rows])
         self.identity[rows] = scores.identity
@@ -503,7 +508,11 @@ class LatentAgeEnv:
         self.t[rows] += 1
 
         identity_lost = active & (self.similarity < cfg.identity.hard_bound)
-        success = active & ~identity_lost & ((self.ages - self.targets).abs() <= cfg.success_tolerance_years)
+        tolerance = cfg.success_tolerance_years  # success needs the robust and the clean reading to agree
+        reached = ((self.ages - self.targets).abs() <= tolerance) & (
+            (self.clean_ages - self.targets).abs() <= tolerance
+        )
+        success = active & ~identity_lost & reached
         terminated = success | identity_lost
         truncated = active & ~terminated & (self.t >= cfg.max_steps)
         transition = Transition(
@@ -559,7 +568,7 @@ class LatentAgeEnv:
     # ---- checkpointing --------------------------------------------------------------------------------
     #: the per-row tensors of the episodes in progress (with ``images``, the RNG and the counters: the state)
     _EPISODE_STATE = (
-        "z", "z0", "targets", "ages", "start_ages", "p_male", "start_p_male", "identity0", "identity",
+        "z", "z0", "targets", "ages", "start_ages", "clean_ages", "p_male", "start_p_male", "identity0", "identity",
         "similarity", "_grad", "_keep_grads", "t", "returns", "active", "outcome",
     )  # fmt: skip
 
@@ -625,4 +634,4 @@ class LatentAgeEnv:
 
 
 def _detach_scores(scores):
-    return type(scores)(**{k: v.detach() for k, v in scores.__dict__.items()})
+    return type(scores)(**{k: None if v is None else v.detach() for k, v in scores.__dict__.items()})

@@ -26,7 +26,7 @@ from agelatent.env.latent_age import MDP_GROUPS, LatentAgeEnv, LatentAgeEnvConfi
 from agelatent.evaluation.held_out import check_protocol, held_out_edits
 from agelatent.evaluation.judges import build_judges, check_judges
 from agelatent.evaluation.metrics import summarise
-from agelatent.reports.grids import edit_grid
+from agelatent.reports.grids import edit_grid, editors_sheet
 from agelatent.reports.tables import protocol_note, write_edits_csv, write_table
 from agelatent.runs import RunDir
 
@@ -108,7 +108,8 @@ def _with_new_mdp_keys(run_cfg: DictConfig, cfg: DictConfig) -> DictConfig:
 
 
 def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]:
-    """Run the protocol; writes ``results.csv``, ``results.md``, ``edits.csv`` and ``grid_<editor>.png``."""
+    """Run the protocol; writes ``results.csv``, ``results.md``, ``edits.csv``, ``grid_<editor>.png`` and
+    ``editors.png`` (every editor on the first ``protocol.sheet_faces`` faces)."""
     env_cfg, editors = validate(cfg)
     if world is None:
         from agelatent.world import build_world
@@ -140,6 +141,8 @@ def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]
             summary["age_error"],
             summary["similarity"],
         )
+    faces = min(protocol.sheet_faces, protocol.num_faces)
+    editors_sheet(results, targets, faces).save(out_dir / "editors.png")
     write_edits_csv(out_dir / "edits.csv", list(results.values()), seeds)
     write_table(
         rows,

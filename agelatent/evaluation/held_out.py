@@ -20,10 +20,11 @@ def check_protocol(protocol, age_range: tuple[float, float], where: str) -> None
             f"{where}.num_faces must be >= 1 and {where}.targets non-empty, got {protocol.num_faces} and "
             f"{list(protocol.targets)}"
         )
-    if protocol.grid_faces < 1:
-        raise ValueError(
-            f"{where}.grid_faces must be >= 1 (at most num_faces are shown), got {protocol.grid_faces}"
-        )
+    for key in ("grid_faces", "sheet_faces"):
+        if getattr(protocol, key) < 1:
+            raise ValueError(
+                f"{where}.{key} must be >= 1 (at most num_faces are shown), got {getattr(protocol, key)}"
+            )
     bad = [t for t in protocol.targets if not lo <= t <= hi]
     if bad:
         raise ValueError(f"{where}.targets must be ages in the age model's range [{lo:g}, {hi:g}], got {bad}")

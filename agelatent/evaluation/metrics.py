@@ -19,8 +19,12 @@ __all__ = ["METRICS", "SUMMARY_KEYS", "bootstrap_ci", "edit_metrics", "summarise
 
 #: metric -> (description, higher is better)
 METRICS = {
-    "success_rate": ("|age - target| <= success_window_years and identity >= hard bound", True),
-    "age_error": ("final |age - target| in years", False),
+    "success_rate": ("|clean age - target| <= success_window_years and identity >= hard bound", True),
+    "robust_success_rate": (
+        "success, and the robust age reading within success_window_years too (only with a robust reading)",
+        True,
+    ),
+    "age_error": ("final |age - target| in years (the robust reading when there is one)", False),
     "similarity": ("final identity similarity to the start face", True),
     "bound_rate": ("fraction of edits whose identity stays >= the hard bound", True),
     "gender_flip_rate": ("fraction of edits whose P(male) crosses 0.5", False),
@@ -44,11 +48,19 @@ class Interval:
 def edit_metrics(
     result: EditResult, hard_bound: float, success_window_years: float
 ) -> dict[str, torch.Tensor]:
-    """Per-edit values ``[B]`` (float) for every metric in :data:`METRICS`."""
+    """Per-edit values ``[B]`` (float) for every metric in :data:`METRICS` (``robust_success_rate`` only when
+    the world had a robust age reading: ``result.clean_ages`` is then the clean reading)."""
     err = (result.final_ages - result.targets).abs()
     kept = result.final_similarity >= hard_bound
+    clean_ok = err <= success_window_years
+    robust = {}
+    if result.clean_ages is not None:
+        robust_ok = clean_ok
+        clean_ok = (result.clean_ages[-1] - result.targets).abs() <= success_window_years
+        robust = {"robust_success_rate": (robust_ok & clean_ok & kept).float()}
     return {
-        "success_rate": ((err <= success_window_years) & kept).float(),
+        "success_rate": (clean_ok & kept).float(),
+        **robust,
         "age_error": err,
         "similarity": result.final_similarity,
         "bound_rate": kept.float(),

@@ -11,6 +11,7 @@ chosen on unedited faces (``experiments/robust_age.py``: the strongest setting w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -30,6 +31,11 @@ class RobustReading:
     transforms: tuple[ImageTransform, ...]
     draws: int
     seed: int
+    #: the reading on the clean reading's scale: (mean over draws - intercept) / slope, with the line the
+    #: least-squares fit of the raw robust reading on the clean one across unedited faces
+    #: (``experiments/robust_age.py`` prints it per candidate). Defaults: the raw mean.
+    intercept: float = 0.0
+    slope: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.transforms:
@@ -38,11 +44,17 @@ class RobustReading:
             )
         if isinstance(self.draws, bool) or not isinstance(self.draws, int) or self.draws < 1:
             raise ValueError(f"perception.robust_age.draws must be an integer >= 1, got {self.draws!r}")
+        if not (math.isfinite(self.slope) and self.slope > 0 and math.isfinite(self.intercept)):
+            raise ValueError(
+                "perception.robust_age.slope must be a finite number > 0 and intercept finite (the line of the "
+                f"raw robust reading on the clean one), got slope {self.slope!r}, intercept {self.intercept!r}"
+            )
         self._generator = torch.Generator().manual_seed(int(self.seed))
 
     @classmethod
     def from_config(cls, spec: Mapping | None) -> RobustReading | None:
-        """``perception.robust_age`` (``transforms``: name -> kind, strength; ``draws``; ``seed``) or None."""
+        """``perception.robust_age`` (``transforms``: name -> kind, strength; ``draws``; ``seed``; optionally
+        ``intercept`` and ``slope``) or None."""
         if not spec:
             return None
         transforms = []
@@ -51,7 +63,8 @@ class RobustReading:
                 transforms.append(ImageTransform(**dict(t)))
             except (TypeError, ValueError) as err:
                 raise ValueError(f"perception.robust_age.transforms.{name}: {err}") from None
-        return cls(tuple(transforms), spec.get("draws", 1), spec.get("seed", 0))
+        line = {k: float(spec[k]) for k in ("intercept", "slope") if spec.get(k) is not None}
+        return cls(tuple(transforms), spec.get("draws", 1), spec.get("seed", 0), **line)
 
     def __call__(self, read: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
         readings = []
@@ -60,4 +73,4 @@ class RobustReading:
             for t in self.transforms:
                 x = t(x, self._generator)
             readings.append(read(x))
-        return torch.stack(readings).mean(0)
+        return (torch.stack(readings).mean(0) - self.intercept) / self.slope

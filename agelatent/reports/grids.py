@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,9 @@ def image_grid(
     cell_w, cell_h = width * scale, height * scale
     caption_h = 0 if captions is None else 12 * max(c.count("\n") + 1 for row in captions for c in row) + 4
     title_h = 0 if column_titles is None else 16
-    label_w = 0 if row_titles is None else 8 + 6 * max(len(t) for t in row_titles)
+    label_w = (
+        0 if row_titles is None else 8 + 6 * max(len(line) for t in row_titles for line in t.split("\n"))
+    )
     pad = 4
     canvas = Image.new(
         "RGB",
@@ -62,24 +64,44 @@ def image_grid(
     return canvas
 
 
+def _edit_row(result, face: int, targets: Sequence[float]) -> tuple[torch.Tensor, list[str]]:
+    """Face ``face``'s start image and its final image per target, with captions (age -- and the clean
+    reading beside it when the world has a robust one --, similarity, outcome)."""
+    from agelatent.env.outcome import Outcome
+
+    marks = {Outcome.SUCCESS: "ok", Outcome.IDENTITY_LOST: "id lost", Outcome.TIMEOUT: "timeout"}
+    first, n_t = face * len(targets), len(targets)
+
+    def age(step: int, i: int) -> str:
+        text = f"{result.ages[step, i]:.0f}y"
+        return text if result.clean_ages is None else f"{text} ({result.clean_ages[step, i]:.0f} clean)\n"
+
+    images = [result.start_images[first]] + [result.final_images[first + j] for j in range(n_t)]
+    captions = [f"start {age(0, first)}".strip()]
+    for i in range(first, first + n_t):
+        mark = marks.get(Outcome(int(result.outcome[i])), "")
+        sep = "" if result.clean_ages is not None else " "
+        captions.append(f"{age(-1, i)}{sep}sim {result.final_similarity[i]:.2f}\n{mark}")
+    return torch.stack(images), captions
+
+
 def edit_grid(result, targets: Sequence[float], rows: int) -> Image.Image:
     """An :class:`~agelatent.editors.EditResult` over faces x ``targets`` (face-major, as
     :func:`agelatent.evaluation.held_out.held_out_edits` orders them) as a grid: rows are the first ``rows``
     faces; columns the start face, then the final face for each target (caption: age, similarity, outcome)."""
-    from agelatent.env.outcome import Outcome
-
-    marks = {Outcome.SUCCESS: "ok", Outcome.IDENTITY_LOST: "id lost", Outcome.TIMEOUT: "timeout"}
-    n_t = len(targets)
-    images, captions = [], []
-    for f in range(rows):
-        first = f * n_t
-        row_images = [result.start_images[first]] + [result.final_images[first + j] for j in range(n_t)]
-        row_caps = [f"start {result.ages[0, first]:.0f}y"]
-        for j in range(n_t):
-            i = first + j
-            mark = marks.get(Outcome(int(result.outcome[i])), "")
-            row_caps.append(f"{result.final_ages[i]:.0f}y sim {result.final_similarity[i]:.2f}\n{mark}")
-        images.append(torch.stack(row_images))
-        captions.append(row_caps)
+    cells = [_edit_row(result, f, targets) for f in range(rows)]
     titles = ["start"] + [f"target {t:g}" for t in targets]
-    return image_grid(torch.stack(images), captions, titles)
+    return image_grid(torch.stack([im for im, _ in cells]), [c for _, c in cells], titles)
+
+
+def editors_sheet(results: Mapping[str, object], targets: Sequence[float], faces: int) -> Image.Image:
+    """Every editor on the same faces: for each of the first ``faces`` faces, one row per editor of
+    ``results`` (name -> :class:`~agelatent.editors.EditResult`, all on the same edits), columns as in
+    :func:`edit_grid`: what a person sees each editor do to one face, side by side."""
+    cells, titles = [], []
+    for f in range(faces):
+        for name, result in results.items():
+            cells.append(_edit_row(result, f, targets))
+            titles.append(f"face {f + 1}\n{name}")
+    columns = ["start"] + [f"target {t:g}" for t in targets]
+    return image_grid(torch.stack([im for im, _ in cells]), [c for _, c in cells], columns, row_titles=titles)

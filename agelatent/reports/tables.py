@@ -12,6 +12,7 @@ __all__ = ["TABLE_COLUMNS", "protocol_note", "write_edits_csv", "write_table"]
 #: metric key -> column label, in the order the Markdown tables show them
 TABLE_COLUMNS = (
     ("success_rate", "success"),
+    ("robust_success_rate", "robust success"),
     ("age_error", "age error (y)"),
     ("similarity", "identity sim."),
     ("bound_rate", "bound kept"),

@@ -22,6 +22,14 @@ class Scores(FaceScores):
     """Scores of generated faces, with the images they were computed on."""
 
     images: torch.Tensor  # [B, 3, H, W] generator output in [-1, 1]
+    #: the age network's clean reading [B]; ``ages_years`` is the robust one (``perception.robust_age``),
+    #: which is the clean one when no robust reading is configured
+    clean_ages_years: torch.Tensor | None = None
+
+    @property
+    def clean_ages(self) -> torch.Tensor:
+        """The clean reading ``[B]`` (``ages_years`` when the world has no robust reading)."""
+        return self.ages_years if self.clean_ages_years is None else self.clean_ages_years
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -108,28 +116,32 @@ class World(nn.Module):
         return torch.cat([self.generator(c) for c in self._chunks(latents)])
 
     def score(self, latents: torch.Tensor, *, with_grad: bool = False) -> Scores:
-        """Latents ``[B, latent_dim]`` -> images and their ages, identity embeddings and gender."""
+        """Latents ``[B, latent_dim]`` -> images and their ages, identity embeddings and gender. With a
+        robust age reading (``perception.robust_age``) ``ages_years`` is that reading and
+        ``clean_ages_years`` the age network's clean one: the reward, the walk's direction and the env's
+        termination all see the robust reading, and success needs both (see ``LatentAgeEnv``)."""
+        robust = self.perception.robust_age is not None
         parts = []
         with torch.set_grad_enabled(with_grad):
             for chunk in self._chunks(latents):
                 images = self.generator(chunk)
-                parts.append((images, self.perception(images)))
-        if len(parts) == 1:
-            images, faces = parts[0]
-            return Scores(
-                images=images, ages_years=faces.ages_years, identity=faces.identity, p_male=faces.p_male
-            )
+                faces = self.perception(images)
+                parts.append((images, faces, self.perception.robust_ages(images) if robust else None))
+        cat = (lambda xs: xs[0]) if len(parts) == 1 else torch.cat
+        clean = cat([f.ages_years for _, f, _ in parts])
         return Scores(
-            images=torch.cat([im for im, _ in parts]),
-            ages_years=torch.cat([f.ages_years for _, f in parts]),
-            identity=torch.cat([f.identity for _, f in parts]),
-            p_male=torch.cat([f.p_male for _, f in parts]),
+            images=cat([im for im, _, _ in parts]),
+            ages_years=cat([r for _, _, r in parts]) if robust else clean,
+            identity=cat([f.identity for _, f, _ in parts]),
+            p_male=cat([f.p_male for _, f, _ in parts]),
+            clean_ages_years=clean if robust else None,
         )
 
     def ages(self, latents: torch.Tensor, *, with_grad: bool = False) -> torch.Tensor:
-        """Latents ``[B, latent_dim]`` -> ages in years ``[B]``, without the identity network."""
+        """Latents ``[B, latent_dim]`` -> ages in years ``[B]``, without the identity network: the robust
+        reading when the perception has one (the reading :meth:`score` calls ``ages_years``)."""
         with torch.set_grad_enabled(with_grad):
-            return torch.cat([self.perception.ages(self.generator(c)) for c in self._chunks(latents)])
+            return torch.cat([self.perception.robust_ages(self.generator(c)) for c in self._chunks(latents)])
 
     def identity_similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.perception.identity_similarity(a, b)
