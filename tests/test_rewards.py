@@ -76,3 +76,10 @@ def test_the_configured_reward_is_the_weighted_sum_of_its_terms_and_a_bad_term_i
 def test_the_latent_prior_tolerance_is_the_clamps():
     cfg = cpu_config("train", "env.typical_set_tolerance=0.2")
     assert Reward.from_config(cfg.reward).terms["latent_prior"].tolerance == 0.2
+
+
+def test_gender_drift_prices_how_far_p_male_moved_from_the_start():
+    from agelatent.env.rewards import GenderDrift
+
+    t = transition(p_male=torch.tensor([0.9, 0.2, 0.5]), start_p_male=torch.tensor([0.9, 0.8, 0.4]))
+    torch.testing.assert_close(GenderDrift(weight=2.0)(t), torch.tensor([0.0, -1.2, -0.2]))

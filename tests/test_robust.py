@@ -191,3 +191,22 @@ def test_tables_add_robust_success_only_for_a_world_with_a_robust_reading():
     metrics = edit_metrics(result, 0.5, 5.0)
     assert metrics["success_rate"].tolist() == [1.0, 1.0, 1.0]  # today's column: the clean reading
     assert metrics["robust_success_rate"].tolist() == [1.0, 1.0, 0.0]  # the robust reading: 20 y short
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_the_step_limit_is_a_truncation_or_with_timeout_terminal_a_terminal_state(terminal):
+    from conftest import make_env
+
+    from agelatent.env.outcome import Outcome
+    from agelatent.world import World
+
+    world = World(CheckerGenerator(), CheckerPerception(), chunk_size=None)
+    env = make_env(
+        world, "action.keep=[]", "action.num_corrections=0", "env.typical_set=false", "env.max_steps=1",
+        f"env.timeout_terminal={str(terminal).lower()}", auto_reset=False, num_envs=2,
+    )  # fmt: skip
+    env.reset_to(torch.zeros(2, 2), torch.tensor([70.0, 46.0]))
+    result = env.step_latent(torch.tensor([[0.5, 0.0], [1.0, 0.0]]))  # 43 of 70 y: out of steps; 46: success
+    assert result.terminated.tolist() == [terminal, True]
+    assert result.truncated.tolist() == [not terminal, False]
+    assert env.outcome.tolist() == [int(Outcome.TIMEOUT), int(Outcome.SUCCESS)]

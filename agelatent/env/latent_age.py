@@ -151,6 +151,9 @@ class LatentAgeEnvConfig:
     offset_scale: float
     observe_latent: bool  # include z and z − z0 in the observation (else only their norms)
     observe_face: bool  # include P(male), its change and the identity embedding's offset from the start
+    timeout_terminal: (
+        bool  # the step limit ends an episode as a terminal state (else a bootstrapped truncation)
+    )
     age_direction: AgeDirectionConfig
     action: ActionConfig
     identity: IdentityConfig
@@ -514,7 +517,11 @@ class LatentAgeEnv:
         )
         success = active & ~identity_lost & reached
         terminated = success | identity_lost
-        truncated = active & ~terminated & (self.t >= cfg.max_steps)
+        timeout = active & ~terminated & (self.t >= cfg.max_steps)
+        if cfg.timeout_terminal:  # the step limit is part of the task: a terminal state, not bootstrapped
+            terminated, truncated = terminated | timeout, torch.zeros_like(timeout)
+        else:  # a truncation: the learner bootstraps from the last state
+            truncated = timeout
         transition = Transition(
             ages_before=ages_before,
             ages_after=self.ages,
@@ -534,7 +541,7 @@ class LatentAgeEnv:
         done = terminated | truncated
         self.outcome[success] = Outcome.SUCCESS
         self.outcome[identity_lost] = Outcome.IDENTITY_LOST
-        self.outcome[truncated] = Outcome.TIMEOUT
+        self.outcome[timeout] = Outcome.TIMEOUT
 
         info = {
             "age": self.ages.clone(),

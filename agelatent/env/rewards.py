@@ -112,6 +112,14 @@ class SuccessBonus(RewardTerm):
         return t.success.float()
 
 
+class GenderDrift(RewardTerm):
+    """How far P(male) has moved from the episode's start face (negative): gender is part of who a person is,
+    and the walk's first-order constraint on it leaves the policy's corrections free to flip it."""
+
+    def value(self, t: Transition) -> torch.Tensor:
+        return -(t.p_male - t.start_p_male).abs()
+
+
 class Reward:
     """The weighted sum of named terms; ``components`` gives each term's contribution for logging."""
 
