@@ -52,6 +52,23 @@ def cpu_config(name: str, *overrides: str):
     return compose_config(name, ["device=cpu", *overrides])
 
 
+def load_experiment(name: str):
+    """The module ``experiments/<name>.py`` (scripts, not a package), loaded by path for its tests."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
 def make_env(world, *overrides: str, auto_reset: bool = True, **fields):
     """The MDP as ``agelatent-train`` builds it from ``conf/train.yaml`` + Hydra ``overrides``, on ``world``;
     ``fields`` replace top-level env settings afterwards (e.g. ``num_envs`` to match a batch)."""

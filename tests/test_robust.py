@@ -5,33 +5,17 @@ blind spot (a reading that smooths the blind spot away is chosen; one that keeps
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import cpu_config
+from conftest import cpu_config, load_experiment
 from test_realness import CHECKER, SmoothWorld
 
 from agelatent.generators import Generator
 from agelatent.perception.base import FaceScores, Perception
 from agelatent.perception.robust import RobustReading
 from agelatent.perception.transforms import ImageTransform
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("robust_age", ROOT / "experiments" / "robust_age.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
 
 
 def test_the_reading_is_the_mean_of_its_draws_and_differentiable():
@@ -85,7 +69,7 @@ def test_a_configured_robust_reading_follows_natural_differences(model_files):
 
 
 def test_the_script_refuses_a_reading_the_crafted_edits_fool_and_chooses_one_they_do_not():
-    script = load_script()
+    script = load_experiment("robust_age")
     world = SmoothWorld()
     start, crafted = script.crafted_edits(world, 6, 100, years=10.0)
     before, after = world.perception.ages(start), world.perception.ages(crafted)

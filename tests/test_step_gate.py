@@ -3,28 +3,16 @@ constrained least-squares problem, and the gate's walk runs edits on the real wo
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import load_experiment
 
 from agelatent.env.local_linear import constrained_min_norm_step
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def gate():
-    spec = importlib.util.spec_from_file_location("step_gate", ROOT / "experiments" / "step_gate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+    return load_experiment("step_gate")
 
 
 def problem(seed: int = 0, b: int = 3, d: int = 12, k: int = 4):
