@@ -194,3 +194,17 @@ def test_the_step_limit_is_a_truncation_or_with_timeout_terminal_a_terminal_stat
     assert result.terminated.tolist() == [terminal, True]
     assert result.truncated.tolist() == [not terminal, False]
     assert env.outcome.tolist() == [int(Outcome.TIMEOUT), int(Outcome.SUCCESS)]
+
+
+def test_an_env_state_from_before_clean_ages_existed_resumes_with_its_ages_as_clean():
+    from conftest import make_env
+
+    from agelatent.world import World
+
+    world = World(CheckerGenerator(), CheckerPerception(), chunk_size=None)
+    env = make_env(world, "action.keep=[]", "action.num_corrections=0", auto_reset=False, num_envs=2)
+    env.reset_to(torch.tensor([[1.0, 0.0], [0.0, 0.0]]), torch.tensor([60.0, 30.0]))
+    old = {k: v for k, v in env.state_dict().items() if k != "clean_ages"}  # written before the field existed
+    fresh = make_env(world, "action.keep=[]", "action.num_corrections=0", auto_reset=False, num_envs=2)
+    fresh.load_state_dict(old)
+    torch.testing.assert_close(fresh.clean_ages, env.ages)

@@ -594,7 +594,9 @@ class LatentAgeEnv:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s episodes; refuses, naming the tensor, one from another MDP shape
-        (``env.num_envs``, the latent or identity size, the number of kept quantities)."""
+        (``env.num_envs``, the latent or identity size, the number of kept quantities). A checkpoint from
+        before ``clean_ages`` existed had no robust reading, so its clean ages are its ages."""
+        state = {"clean_ages": state["ages"], **state}
         for name in self._EPISODE_STATE:
             mine, theirs = getattr(self, name), state[name]
             if tuple(theirs.shape) != tuple(mine.shape) or theirs.dtype != mine.dtype:
