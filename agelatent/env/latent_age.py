@@ -151,9 +151,8 @@ class LatentAgeEnvConfig:
     offset_scale: float
     observe_latent: bool  # include z and z − z0 in the observation (else only their norms)
     observe_face: bool  # include P(male), its change and the identity embedding's offset from the start
-    timeout_terminal: (
-        bool  # the step limit ends an episode as a terminal state (else a bootstrapped truncation)
-    )
+    #: the step limit ends an episode as a terminal state (else a bootstrapped truncation)
+    timeout_terminal: bool
     age_direction: AgeDirectionConfig
     action: ActionConfig
     identity: IdentityConfig
@@ -250,9 +249,8 @@ class LatentAgeEnv:
         self.targets = torch.zeros(b, device=self.device)
         self.ages = torch.zeros(b, device=self.device)
         self.start_ages = torch.zeros(b, device=self.device)
-        self.clean_ages = torch.zeros(
-            b, device=self.device
-        )  # the clean reading (= ages without a robust one)
+        # the age network's clean reading (``ages`` is the robust one when the perception has one)
+        self.clean_ages = torch.zeros(b, device=self.device)
         self.start_p_male = torch.zeros(b, device=self.device)
         self.identity0 = torch.zeros(b, self.identity_dim, device=self.device)
         self.identity = torch.zeros(b, self.identity_dim, device=self.device)

@@ -74,13 +74,13 @@ def _edit_row(result, face: int, targets: Sequence[float]) -> tuple[torch.Tensor
 
     def age(step: int, i: int) -> str:
         text = f"{result.ages[step, i]:.0f}y"
-        return text if result.clean_ages is None else f"{text} ({result.clean_ages[step, i]:.0f} clean)\n"
+        return text if result.clean_ages is None else f"{text} ({result.clean_ages[step, i]:.0f} clean)"
 
+    sep = " " if result.clean_ages is None else "\n"  # two readings need a line of their own
     images = [result.start_images[first]] + [result.final_images[first + j] for j in range(n_t)]
-    captions = [f"start {age(0, first)}".strip()]
+    captions = [f"start {age(0, first)}"]
     for i in range(first, first + n_t):
         mark = marks.get(Outcome(int(result.outcome[i])), "")
-        sep = "" if result.clean_ages is not None else " "
         captions.append(f"{age(-1, i)}{sep}sim {result.final_similarity[i]:.2f}\n{mark}")
     return torch.stack(images), captions
 
