@@ -114,6 +114,9 @@ class RunDir:
     )
     summary = _File("summary.json", "The job's result as JSON (training: the validation summary).")
     metrics = _File("metrics.csv", "Training curves, one row per logging step (appended to on resume).")
+    demonstrations = _File(
+        "demonstrations.json", "What the teacher's demonstrations cost and how well the actor cloned them."
+    )
     wandb_id = _File("wandb_id.txt", "The W&B run id, so that a resumed job continues the same W&B run.")
 
     def snapshot(self, env_steps: int) -> Path:

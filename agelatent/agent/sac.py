@@ -200,6 +200,7 @@ class SACModule(L.LightningModule):
         self._rng: torch.Generator | None = None  # policy noise and warm-up actions
         self._pending: dict[str, Any] = {}  # checkpoint state applied once fit has built its buffers
         self._pending_env: dict[str, Any] = {}  # the checkpoint's episodes in progress, for on_train_start
+        self._demonstrations: tuple[torch.Tensor, ...] | None = None  # for the replay buffer, on fit start
         self._obs: torch.Tensor | None = None
         self._check_next_step = True
         self._returns: deque[float] = deque(maxlen=cfg.episode_stats_window)
@@ -221,6 +222,20 @@ class SACModule(L.LightningModule):
         x = obs.to(self.device, torch.float32)
         actions = self.actor.deterministic(x) if deterministic else self.actor.sample(x, generator)[0]
         return actions.to(obs.device)
+
+    def add_demonstrations(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor,
+    ) -> None:
+        """Transitions this policy did not collect (a teacher's: :mod:`agelatent.agent.imitation`), put into the
+        replay buffer when fit starts, before the first env step. They do not count as env steps."""
+        if self.replay is not None and len(self.replay):
+            raise RuntimeError("demonstrations go into an empty replay buffer: add them before fit starts")
+        self._demonstrations = (obs, actions, rewards, next_obs, terminated.bool())
 
     @property
     def alpha(self) -> float:
@@ -253,6 +268,11 @@ class SACModule(L.LightningModule):
         elif "replay_generator" in self._pending:
             self.replay.generator.set_state(self._pending["replay_generator"])
         self._pending = {}
+        if self._demonstrations is not None:
+            rows = self._demonstrations
+            for start in range(0, len(rows[0]), cfg.buffer_size):
+                self.replay.add(*(r[start : start + cfg.buffer_size].to(env.device) for r in rows))
+            self._demonstrations = None
 
     def on_train_start(self) -> None:
         if self.env_steps >= self.cfg.total_env_steps:  # e.g. resumed from the final checkpoint

@@ -33,6 +33,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
 
+from agelatent.agent.imitation import DemonstrationsConfig, behaviour_clone, collect_demonstrations
 from agelatent.agent.metrics_csv import MetricsCSVLogger
 from agelatent.agent.sac import SACConfig, SACModule, sac_trainer
 from agelatent.config import CONFIG_DIR
@@ -54,6 +55,7 @@ class TrainingSetup:
     sac: SACConfig
     reward: Reward
     callbacks: list[L.Callback]
+    demonstrations: DemonstrationsConfig
 
 
 def validate(cfg: DictConfig) -> TrainingSetup:
@@ -70,7 +72,20 @@ def validate(cfg: DictConfig) -> TrainingSetup:
         sac=SACConfig.from_config(cfg),
         reward=Reward.from_config(cfg.reward),
         callbacks=[_callback(c) for c in (cfg.callbacks or {}).values() if c is not None],
+        demonstrations=DemonstrationsConfig.from_config(cfg),
     )
+    teacher = setup.demonstrations.teacher
+    if setup.demonstrations.enabled:
+        if env_cfg.action.mode == "local_linear":
+            raise ValueError(
+                "demonstrations teach an action=full or action=semantic policy, but action.mode=local_linear: "
+                "use experiment=amortized, or demonstrations=none"
+            )
+        if teacher not in cfg.editor_settings:
+            raise ValueError(
+                f"demonstrations.teacher={teacher!r} is not an editor of editor_settings "
+                f"({sorted(cfg.editor_settings)}): name one of them"
+            )
     if cfg.trainer.log_every_n_steps < 1:
         raise ValueError(f"trainer.log_every_n_steps must be >= 1, got {cfg.trainer.log_every_n_steps}")
     metric = cfg.get("optimized_metric")
@@ -125,6 +140,8 @@ def train(cfg: DictConfig, run_dir: RunDir | Path, console: Console | None = Non
         f"{setup.sac.total_env_steps} env steps on {world.device}"
         + (f"; resuming from {resume_from}" if resume_from else "")
     )
+    if setup.demonstrations.enabled and resume_from is None:
+        teach(cfg, setup.demonstrations, world, module, run, console)
     loggers = make_loggers(cfg, run)
     wandb_logger = next((lg for lg in loggers if isinstance(lg, L.pytorch.loggers.WandbLogger)), None)
     if wandb_logger is not None:  # plot everything against env steps in W&B
@@ -161,6 +178,8 @@ def train(cfg: DictConfig, run_dir: RunDir | Path, console: Console | None = Non
     )
     if steps0 is not None and module.env_steps > steps0:
         summary["env_steps_per_s"] = (module.env_steps - steps0) / seconds
+    if run.demonstrations.is_file():
+        summary["demonstrations"] = json.loads(run.demonstrations.read_text())
     if wandb_logger is not None:
         import wandb
 
@@ -173,6 +192,40 @@ def train(cfg: DictConfig, run_dir: RunDir | Path, console: Console | None = Non
         f"-> {run.path}/summary.md"
     )
     return summary
+
+
+def teach(
+    cfg: DictConfig, settings: DemonstrationsConfig, world, module: SACModule, run: RunDir, console
+) -> None:
+    """Before SAC (fresh runs only; a resumed run has the result in its weights): the teacher's
+    demonstrations on start faces from the run's seed, cloned into the actor and, with
+    ``demonstrations.replay``, put into the replay buffer. Writes ``demonstrations.json``."""
+    from agelatent.editors import build_editor
+
+    start = time.perf_counter()
+    teacher = build_editor(settings.teacher, cfg.editor_settings[settings.teacher])
+    demos = collect_demonstrations(world, cfg, teacher, settings, seed=int(cfg.seed))
+    collected = time.perf_counter() - start
+    fit = behaviour_clone(module.actor, demos, settings, seed=int(cfg.seed))
+    if settings.replay:
+        module.add_demonstrations(demos.obs, demos.actions, demos.rewards, demos.next_obs, demos.terminated)
+    report = {
+        "teacher": settings.teacher,
+        "episodes": demos.episodes,
+        "transitions": len(demos),
+        "teacher_success_rate": demos.successes / demos.episodes,
+        "clipped_action_fraction": demos.clipped,
+        "world_calls": demos.world_calls,
+        "collect_seconds": collected,
+        "clone_seconds": time.perf_counter() - start - collected,
+        **{f"clone_{k}": v for k, v in fit.items()},
+    }
+    run.demonstrations.write_text(json.dumps(report, indent=2))
+    console.print(
+        f"demonstrations: {demos.episodes} {settings.teacher} episodes ({len(demos)} transitions, teacher "
+        f"success {report['teacher_success_rate']:.2f}) in {collected / 60:.1f} min; cloned: action MSE "
+        f"{fit['mse']:.4f}"
+    )
 
 
 def _is_number(v) -> bool:

@@ -5,9 +5,6 @@ optimisation of the latent, and a random walk (the floor). See :mod:`agelatent.e
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import logging
 import math
 
 import torch
@@ -15,9 +12,7 @@ import torch
 from agelatent.editors.base import Editor
 from agelatent.env.latent_age import KEEPABLE, ActionConfig, LatentAgeEnv
 from agelatent.env.local_linear import min_norm_step
-from agelatent.generators.sefa import semantic_directions
-from agelatent.runs import write_atomically
-from agelatent.store import cache_dir
+from agelatent.world.directions import fit_global_direction, semantic_basis
 
 __all__ = [
     "GlobalDirection",
@@ -27,8 +22,6 @@ __all__ = [
     "SemanticWalk",
     "fit_global_direction",
 ]
-
-log = logging.getLogger(__name__)
 
 
 def _wanted_years(env: LatentAgeEnv, max_years: float) -> torch.Tensor:
@@ -101,57 +94,12 @@ class GlobalDirection(Editor):
         return min_norm_step(w, _wanted_years(env, self.max_years_per_step), self.max_step_norm)
 
 
-def _world_key(world, num_samples: int, seed: int, ridge: float) -> str:
-    state = {}
-    for name, module in (("generator", world.generator), ("perception", world.perception)):
-        h = hashlib.sha256()
-        for key, tensor in sorted(module.state_dict().items()):
-            h.update(key.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes()[:4096])
-        state[name] = h.hexdigest()[:16]
-    state.update(num_samples=num_samples, seed=seed, ridge=ridge, perception=repr(world.perception))
-    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def fit_global_direction(
-    world, num_samples: int, first_seed: int, ridge: float = 1.0, cache: bool = True
-) -> dict[str, torch.Tensor | float]:
-    """Least-squares (ridge) fit of ``age ≈ w·z + b`` on ``num_samples`` latents from seeds ``first_seed..``
-    (``splits.direction_fit``: disjoint from the validation and test faces).
-
-    Cached per world under the model cache (``derived/directions/``), keyed by the networks' weights and the fit
-    settings. Returns ``{"w": [d], "b": float, "r2": float}``.
-    """
-    seed = first_seed
-    path = cache_dir() / "derived" / "directions" / f"age-{_world_key(world, num_samples, seed, ridge)}.pt"
-    if cache and path.is_file():
-        return torch.load(path, weights_only=True)
-    z = world.sample_latents(range(seed, seed + num_samples)).cpu().double()
-    ages = world.ages(z.float().to(world.device)).cpu().double()
-    x = torch.cat([z, torch.ones(len(z), 1, dtype=z.dtype)], dim=1)
-    reg = ridge * torch.eye(x.shape[1], dtype=z.dtype)
-    reg[-1, -1] = 0.0
-    coef = torch.linalg.solve(x.T @ x + reg, x.T @ ages)
-    pred = x @ coef
-    r2 = float(1 - ((ages - pred) ** 2).sum() / ((ages - ages.mean()) ** 2).sum())
-    fit = {"w": coef[:-1].float(), "b": float(coef[-1]), "r2": r2}
-    log.info(
-        "global age direction: R^2 = %.3f on %d latents, |w| = %.2f years/unit",
-        r2,
-        num_samples,
-        fit["w"].norm(),
-    )
-    if cache:
-        write_atomically(path, lambda tmp: torch.save(fit, tmp))
-    return fit
-
-
 class SemanticWalk(Editor):
     """The walk solved within a semantic basis: each step is the minimum-norm step for
     ``clip(target - age, ±max_years_per_step)`` years along the local age direction *projected onto* the span
     of ``num_directions`` closed-form semantic directions of the generator
-    (:func:`~agelatent.generators.sefa.semantic_directions`) and, with ``age_direction``, the global ridge age
-    direction (:func:`fit_global_direction`); norm-capped at ``max_step_norm``. The face can only move along
+    (:func:`~agelatent.world.directions.semantic_basis`: closed-form directions and, with ``age_direction``, the
+    global ridge age direction); norm-capped at ``max_step_norm``. The face can only move along
     directions the generator itself treats as semantic, not along the age network's blind spots."""
 
     name = "semantic_walk"
@@ -182,13 +130,9 @@ class SemanticWalk(Editor):
     def prepare(self, env: LatentAgeEnv) -> None:
         if self.basis is not None:
             return
-        rows = []
-        if self.age_direction:
-            w = fit_global_direction(env.world, self.num_samples, self.first_seed)["w"].float()
-            rows.append(w[None] / w.norm())
-        if self.num_directions:
-            rows.append(semantic_directions(env.world.generator, self.num_directions)[0])
-        self.basis = torch.linalg.qr(torch.cat(rows).T).Q.T.contiguous()
+        self.basis = semantic_basis(
+            env.world, self.num_directions, self.age_direction, self.num_samples, self.first_seed
+        )
 
     def propose(self, env: LatentAgeEnv) -> torch.Tensor:
         basis = self.basis.to(env.device)

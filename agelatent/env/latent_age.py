@@ -2,7 +2,7 @@
 
 State (observation, float32, in this order; ``d`` = latent dim):
 
-* with ``env.observe_latent`` (on with ``action=full``): ``z`` (``d``, the current latent; standard-normal prior, so already
+* with ``env.observe_latent`` (on with ``action=full`` and ``action=semantic``): ``z`` (``d``, the current latent; standard-normal prior, so already
   unit-scaled) and ``(z - z0) * offset_scale`` (``d``): how far the edit has moved from the start face;
 * ``‖z - z0‖`` and ``10 (ρ - 1)``: the size of the edit and its distance from the prior's typical set, with
   ρ the latent's distance from the typical set's centre in units of its radius (``World.typical_set()``;
@@ -20,6 +20,9 @@ State (observation, float32, in this order; ``d`` = latent dim):
 Actions are in ``[-1, 1]`` and mapped to a latent displacement Δz:
 
 * ``full``: Δz = ``full_step_size`` · a (``action_dim = d``);
+* ``semantic``: Δz = ``semantic_step_size`` · Σ_k a_k b_k over the semantic walk's orthonormal basis
+  (:func:`~agelatent.world.directions.semantic_basis`: the ridge age direction and the generator's strongest
+  closed-form directions; ``action_dim = k``). Like ``full``, it needs no gradients;
 * ``local_linear``: ``a[0]`` asks for ``a[0] · max_years_per_step`` years along the local age direction
   (the minimum-norm step δ = Δ·ĝ/‖ĝ‖², norm-capped at ``max_step_norm``), and ``a[1:]`` (``K``
   numbers) add ``correction_scale · Σ a_k b_k`` with ``b_k`` an orthonormal basis of a fixed random
@@ -81,11 +84,33 @@ __all__ = [
     "LatentAgeEnvConfig",
 ]
 
-ACTION_MODES = ("full", "local_linear")
+ACTION_MODES = ("full", "local_linear", "semantic")
 #: quantities a local_linear step can keep fixed to first order (``action.keep``)
 KEEPABLE = ("identity", "gender")
 #: the config groups that define the MDP (a policy is evaluated under its run's values of these)
 MDP_GROUPS = ("env", "action", "identity", "target")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SemanticBasisConfig:
+    """The basis of ``action.mode=semantic`` (:func:`~agelatent.world.directions.semantic_basis`)."""
+
+    num_directions: int  # the generator's strongest closed-form directions
+    age_direction: bool  # and the global ridge age direction
+    num_samples: int  # latents the ridge direction is fitted on
+    first_seed: int  # from this seed (splits.direction_fit)
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.num_directions, bool)
+            or not isinstance(self.num_directions, int)
+            or self.num_directions < 0
+        ):
+            raise ValueError(
+                f"action.semantic_basis.num_directions must be an integer >= 0, got {self.num_directions!r}"
+            )
+        if self.num_directions == 0 and not self.age_direction:
+            raise ValueError("action.semantic_basis is empty: give num_directions >= 1 or age_direction=true")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +126,8 @@ class ActionConfig:
     basis_seed: int  # the fixed random subspace the corrections live in
     keep: tuple[str, ...]  # local_linear: quantities the age step keeps to first order (KEEPABLE)
     residual: bool  # local_linear: a[0] corrects the walk's request clip(target − age)
+    semantic_step_size: float  # semantic: Δz = semantic_step_size * Σ_k a_k b_k
+    semantic_basis: SemanticBasisConfig  # semantic: the basis b_k (the semantic walk's)
 
     def __post_init__(self) -> None:
         if self.mode not in ACTION_MODES:
@@ -111,7 +138,9 @@ class ActionConfig:
             raise ValueError(
                 f"action.keep must be distinct names from {list(KEEPABLE)}, got {list(self.keep)}"
             )
-        for name in ("full_step_size", "max_years_per_step", "max_step_norm"):
+        if isinstance(self.semantic_basis, Mapping):
+            object.__setattr__(self, "semantic_basis", SemanticBasisConfig(**self.semantic_basis))
+        for name in ("full_step_size", "max_years_per_step", "max_step_norm", "semantic_step_size"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"action.{name} must be a finite number > 0, got {value!r}")
@@ -227,7 +256,19 @@ class LatentAgeEnv:
         cfg.target.check_age_range(self.age_range)
         lo, hi = self.age_range
         self._age_centre, self._age_scale = (lo + hi) / 2, (hi - lo) / 4  # ages observed as ~[-2, 2]
-        self.action_dim = 1 + cfg.action.num_corrections if self.local_linear else d
+        self.semantic = None  # [k, d] orthonormal rows: the action basis of action.mode=semantic
+        if cfg.action.mode == "semantic":
+            from agelatent.world.directions import semantic_basis
+
+            sb = cfg.action.semantic_basis
+            self.semantic = semantic_basis(
+                world, sb.num_directions, sb.age_direction, sb.num_samples, sb.first_seed
+            ).to(self.device)
+        self.action_dim = (
+            1 + cfg.action.num_corrections
+            if self.local_linear
+            else (len(self.semantic) if self.semantic is not None else d)
+        )
         self.identity_dim = int(world.perception.identity_dim)
         self.observation_dim = (
             (2 * d if cfg.observe_latent else 0)
@@ -451,6 +492,8 @@ class LatentAgeEnv:
         """Map actions in [-1, 1] to latent displacements Δz ``[B, d]`` (see the module docstring)."""
         a = self.cfg.action
         actions = actions.to(self.device, torch.float32).clamp(-1.0, 1.0)
+        if self.semantic is not None:
+            return a.semantic_step_size * actions @ self.semantic
         if not self.local_linear:
             return a.full_step_size * actions
         years = actions[:, 0] * a.max_years_per_step
@@ -465,6 +508,19 @@ class LatentAgeEnv:
                 basis = orthogonal_basis(self._grad, self._basis)
             delta = delta + a.correction_scale * torch.einsum("bk,bkd->bd", actions[:, 1:], basis)
         return delta
+
+    def actions_for(self, delta: torch.Tensor) -> torch.Tensor:
+        """The actions ``[B, action_dim]`` whose displacement is closest to ``delta [B, d]`` (least squares),
+        before clipping into [-1, 1]: ``full`` and ``semantic`` modes (how a teacher's steps become
+        demonstrations, :mod:`agelatent.agent.imitation`)."""
+        delta = delta.to(self.device, torch.float32)
+        if self.semantic is not None:
+            return delta @ self.semantic.T / self.cfg.action.semantic_step_size
+        if not self.local_linear:
+            return delta / self.cfg.action.full_step_size
+        raise RuntimeError(
+            "action.mode=local_linear actions are not a linear map of Δz; use full or semantic"
+        )
 
     def step(self, actions: torch.Tensor) -> StepResult:
         if tuple(actions.shape) != (self.num_envs, self.action_dim):
