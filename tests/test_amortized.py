@@ -22,6 +22,7 @@ from agelatent.cli.evaluate import run as evaluate
 from agelatent.cli.train import train
 from agelatent.editors import build_editor
 from agelatent.env.latent_age import LatentAgeEnv
+from agelatent.evaluation.paired import edit_outcomes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -121,25 +122,29 @@ def test_an_amortized_policy_trains_with_demonstrations_and_edits_through_onnxru
     assert report["transitions"] >= 4 and 0.0 <= report["teacher_success_rate"] <= 1.0
     assert summary["demonstrations"] == report
     out = tmp_path / "eval"
-    rows = evaluate(
-        cpu_config(
-            "eval",
-            f"policy={tmp_path / 'amortized'}",
-            "experiment=real_edits",
-            "perception.runtime=onnxruntime",
-            "editors=[sac_policy]",
-            "evaluator=none",
-            "protocol.num_faces=2",
-            "protocol.targets=[25,55]",
-        ),  # fmt: skip
-        out,
+    eval_cfg = cpu_config(
+        "eval",
+        f"policy={tmp_path / 'amortized'}",
+        "experiment=real_edits",
+        "perception.runtime=onnxruntime",
+        "editors=[sac_policy]",
+        "evaluator=none",
+        "protocol.num_faces=2",
+        "protocol.targets=[25,55]",
     )
-    assert [r["editor"] for r in rows] == ["sac_policy"]
+    (row,) = evaluate(eval_cfg, out)
+    assert row["editor"] == "sac_policy"
     with open(out / "edits.csv") as handle:
         edits = list(csv.DictReader(handle))
     assert len(edits) == 4
     for edit in edits:  # the start face plus one forward per step
         assert float(edit["world_calls"]) == int(edit["steps"]) + 1
+    # the per-edit outcomes that paired comparisons read back agree with the table's rates
+    outcomes = edit_outcomes(
+        out / "edits.csv", "sac_policy", eval_cfg.protocol.success_window_years, eval_cfg.identity.hard_bound
+    ).values()
+    assert sum(ok for ok, _ in outcomes) / 4 == pytest.approx(row["success_rate"])
+    assert sum(robust for _, robust in outcomes) / 4 == pytest.approx(row["robust_success_rate"])
 
 
 @pytest.mark.parametrize(

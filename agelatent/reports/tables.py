@@ -99,6 +99,7 @@ EDIT_COLUMNS = (
     "outcome",
     "steps",
     "world_calls",
+    "final_clean_age",  # the age network's clean reading (= final_age without a robust reading)
 )
 
 
@@ -123,5 +124,6 @@ def write_edits_csv(path: Path, results: Sequence, seeds: Sequence[int]) -> None
                         Outcome(int(result.outcome[i])).label,
                         int(result.steps[i]),
                         f"{result.row_world_calls[i]:g}",
+                        f"{(result.ages if result.clean_ages is None else result.clean_ages)[-1, i]:.2f}",
                     ]
                 )
