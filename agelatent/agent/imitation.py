@@ -47,6 +47,7 @@ class DemonstrationsConfig:
     epochs: int  # passes of behaviour cloning over the demonstrations
     batch_size: int
     lr: float
+    holdout: float  # fraction of transitions kept out of cloning to measure how well it generalises
     replay: bool  # also put the demonstrations into SAC's replay buffer
 
     @classmethod
@@ -62,6 +63,8 @@ class DemonstrationsConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"demonstrations.{name} must be an integer >= 1, got {value!r}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"demonstrations.holdout must be a fraction in [0, 1), got {self.holdout!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"demonstrations.lr must be a finite number > 0, got {self.lr!r}")
         if self.episodes and not self.teacher:
@@ -156,17 +159,23 @@ def behaviour_clone(
     actor: SquashedGaussianActor, demos: Demonstrations, settings: DemonstrationsConfig, seed: int
 ) -> dict[str, float]:
     """Fit ``actor`` to the demonstrations' actions by maximum likelihood under its squashed Gaussian (mean
-    and spread), ``settings.epochs`` passes in shuffled minibatches. Returns the first and last epoch's mean
-    negative log-likelihood and the final mean squared error of the deterministic action."""
+    and spread), ``settings.epochs`` passes in shuffled minibatches over all but a random ``settings.holdout``
+    of the transitions. Returns the first and last epoch's mean negative log-likelihood, the mean squared
+    error of the deterministic action on the cloned and on the held-out transitions, and the actions'
+    variance: a held-out error near the variance means the teacher's actions cannot be predicted from what
+    the policy observes."""
     device = next(actor.parameters()).device
     obs = demos.obs.to(device)
     actions = demos.actions.to(device).clamp(-1.0 + _EDGE, 1.0 - _EDGE)
     pre_tanh = torch.atanh(actions)
-    optimizer = torch.optim.Adam(actor.parameters(), lr=settings.lr)
     generator = torch.Generator().manual_seed(seed)
+    shuffled = torch.randperm(len(obs), generator=generator).to(device)
+    held = shuffled[: int(settings.holdout * len(obs))]
+    fit = shuffled[len(held) :]
+    optimizer = torch.optim.Adam(actor.parameters(), lr=settings.lr)
     history = []
     for _ in range(settings.epochs):
-        order = torch.randperm(len(obs), generator=generator).to(device)
+        order = fit[torch.randperm(len(fit), generator=generator).to(device)]
         total = 0.0
         for batch in order.split(settings.batch_size):
             mean, log_std = actor(obs[batch])
@@ -175,11 +184,18 @@ def behaviour_clone(
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(batch)
-        history.append(total / len(obs))
-    with torch.no_grad():
-        mse = float((actor.deterministic(obs) - actions).pow(2).mean())
+        history.append(total / len(fit))
+
+    def mse(rows: torch.Tensor) -> float:
+        if len(rows) == 0:
+            return float("nan")
+        with torch.no_grad():
+            return float((actor.deterministic(obs[rows]) - actions[rows]).pow(2).mean())
+
     return {
         "nll_first": history[0] if history else float("nan"),
         "nll_last": history[-1] if history else float("nan"),
-        "mse": mse,
+        "mse": mse(fit),
+        "heldout_mse": mse(held),
+        "action_variance": float(actions.var(0).mean()),
     }

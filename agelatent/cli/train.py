@@ -224,7 +224,7 @@ def teach(
     console.print(
         f"demonstrations: {demos.episodes} {settings.teacher} episodes ({len(demos)} transitions, teacher "
         f"success {report['teacher_success_rate']:.2f}) in {collected / 60:.1f} min; cloned: action MSE "
-        f"{fit['mse']:.4f}"
+        f"{fit['mse']:.4f}, held out {fit['heldout_mse']:.4f} (action variance {fit['action_variance']:.4f})"
     )
 
 
