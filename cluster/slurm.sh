@@ -69,6 +69,8 @@ ClusterName=$CLUSTER
 SlurmctldHost=$HOST
 SlurmUser=root
 AuthType=auth/munge
+# a requeued job may start again this many seconds after its requeue (SLURM's default: 120)
+AuthInfo=cred_expire=10
 # no cgroups here (containers, CI): processes are tracked through /proc and tasks are not confined
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
