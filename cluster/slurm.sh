@@ -129,6 +129,7 @@ write_conf() {  # $1 path, $2 content, $3 mode; refuses a file this script did n
 
 start_munge() {
   running "$RUN/munged.pid" && return
+  munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && return  # a munged of the system's already answers
   [[ -s /etc/munge/munge.key ]] || mungekey --create --keyfile=/etc/munge/munge.key
   chown munge:munge /etc/munge/munge.key && chmod 600 /etc/munge/munge.key
   mkdir -p /run/munge && chown munge:munge /run/munge
@@ -140,6 +141,7 @@ start_munge() {
 
 start_mariadb() {
   running "$RUN/mariadb.pid" && return
+  mysqladmin ping >/dev/null 2>&1 && { mysql -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db"; return; }
   mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
   setsid mariadbd --user=mysql --pid-file=/run/mysqld/mariadbd.pid --skip-networking \
     >>"$LOG/mariadb.log" 2>&1 </dev/null &

@@ -308,3 +308,16 @@ def test_a_sweep_with_no_controller_says_so_and_submits_nothing(tmp_path):
     assert proc.returncode != 0
     assert "no slurmctld answers (`scontrol ping`: " in proc.stderr and FIX in proc.stderr
     assert not (tmp_path / "sweep" / ".submitit").exists()
+
+
+def test_a_sweep_with_no_slurm_client_says_so(tmp_path):
+    cmd = [
+        sys.executable, "-m", "agelatent.cli.train", "-m", "hydra/launcher=slurm", "profile=debug",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]  # fmt: skip
+    empty = tmp_path / "bin"  # a PATH without sbatch, scontrol and sacct
+    empty.mkdir()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV | {"PATH": str(empty)}, timeout=120)
+    assert proc.returncode != 0
+    assert "no SLURM client here (sbatch, scontrol, sacct not on PATH): " + FIX in proc.stderr
+    assert not (tmp_path / "sweep" / ".submitit").exists()
