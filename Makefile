@@ -90,12 +90,12 @@ test-quick: models  ## the fast inner loop: skip tests marked slow
 test-full: lint test  ## lint, then the whole suite
 
 lint: install  ## ruff check + format check
-	$(BIN)/ruff check agelatent tests experiments
-	$(BIN)/ruff format --check agelatent tests experiments
+	$(BIN)/ruff check agelatent hydra_plugins tests experiments
+	$(BIN)/ruff format --check agelatent hydra_plugins tests experiments
 
 format: install  ## apply ruff fixes and formatting
-	$(BIN)/ruff check --fix agelatent tests experiments
-	$(BIN)/ruff format agelatent tests experiments
+	$(BIN)/ruff check --fix agelatent hydra_plugins tests experiments
+	$(BIN)/ruff format agelatent hydra_plugins tests experiments
 
 slurm-up:  ## (root) install if missing and start a single-node SLURM here: partitions low/high, pre-emption, sacct (cluster/slurm.sh); idempotent
 	cluster/slurm.sh up
