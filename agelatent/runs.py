@@ -232,7 +232,9 @@ def _run_locked(cfg: DictConfig, run: RunDir, task) -> float | None:
         run.path.mkdir(parents=True, exist_ok=True)
         run.failed.write_text(f"interrupted by {stop.signal_name}: {stop}\n")
         print(f"{run.name}: interrupted by {stop.signal_name}: {stop}", file=sys.stderr, flush=True)
-        _pass_on(stop.signum)
+        from agelatent.cluster import pass_on_stop_signal
+
+        pass_on_stop_signal(stop.signum)
         raise SystemExit(128 + stop.signum) from None
     except BaseException:
         run.path.mkdir(parents=True, exist_ok=True)
@@ -244,32 +246,6 @@ def _run_locked(cfg: DictConfig, run: RunDir, task) -> float | None:
     if metric is None:
         return None
     return float(result[metric])
-
-
-def _pass_on(signum: int) -> None:
-    """Now that the job's state is saved, hand the signal that stopped it to whoever runs the job.
-
-    In a SLURM job of the submitit launcher that is submitit's requeue handler (its handler for SIGUSR2,
-    which SLURM sends ahead of the time limit), for SIGTERM too: a job pre-empted with a grace time, or sent
-    ``scancel --signal=TERM``, ends on its own before SLURM kills it, and SLURM requeues only jobs it kills
-    itself -- so the job requeues itself (``scontrol requeue``) and its next run resumes from the checkpoint.
-    A requeue that fails (SLURM is requeueing or cancelling the job already) is reported and the job exits. Elsewhere a launcher's own
-    handler for the signal is called, if there is one; the defaults (terminate, KeyboardInterrupt) are not:
-    the job exits with ``128 + signum`` instead."""
-    handler = signal.getsignal(signum)
-    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and signum in (signal.SIGTERM, signal.SIGUSR2):
-        handler = signal.getsignal(signal.SIGUSR2)
-    if not callable(handler) or handler is signal.default_int_handler:
-        return
-    try:
-        handler(signum, None)
-    except subprocess.SubprocessError as error:
-        print(
-            f"this job could not requeue itself ({error}): a job SLURM requeues by itself (pre-empted without "
-            "a grace time, `scontrol requeue`) is requeued anyway, a cancelled one stays cancelled",
-            file=sys.stderr,
-            flush=True,
-        )
 
 
 def _finish_wandb(exit_code: int) -> None:

@@ -1,7 +1,7 @@
-"""Sweeps through a real SLURM (``make slurm-up``: cluster/slurm.sh), submitted by ``hydra/launcher=slurm_dev``:
-array jobs whose runs, W&B runs and failures land in the sweep directory; training jobs that are pre-empted,
-requeued or warned of their time limit and resume to an uninterrupted run's weights; an optuna search that
-parallel jobs share through its storage.
+"""Sweeps through a real SLURM (``make slurm-up``: cluster/slurm.sh), submitted by
+``hydra/launcher=slurm_dev``: array jobs whose runs, W&B runs and failures land in the sweep directory;
+training jobs that are pre-empted, requeued or warned of their time limit and resume to an uninterrupted
+run's weights; an optuna search that parallel jobs share through its storage.
 
 Marked ``slurm``: skipped, with the reason, where no slurmctld answers -- unless ``AGELATENT_SLURM=required``
 (what ``.ci/run`` sets after bringing the cluster up), which turns that into a failure."""
@@ -59,7 +59,8 @@ def cancel_leftovers(tmp_path):
 
 
 def sweep(tmp_path: Path, *overrides: str, entry: str = "train") -> subprocess.Popen:
-    """Start ``agelatent-<entry> -m hydra/launcher=slurm_dev …`` into ``<tmp_path>/sweep``; it waits for its jobs."""
+    """Start ``agelatent-<entry> -m hydra/launcher=slurm_dev …`` into ``<tmp_path>/sweep`` (it waits for
+    its jobs)."""
     cmd = [
         sys.executable, "-m", f"agelatent.cli.{entry}", "-m", "hydra/launcher=slurm_dev",
         f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides,
@@ -93,7 +94,7 @@ def sacct(job: str) -> list[tuple[str, str]]:
             ["sacct", "-D", "-X", "-P", "-n", "-o", "JobID,State", "-j", job],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
-        runs = [tuple(line.split("|")) for line in out.split()]
+        runs = [tuple(line.split("|")) for line in out.splitlines() if line]
         last = {task: state for task, state in runs}
         if runs and not set(last.values()) & {"PENDING", "RUNNING", "COMPLETING", "REQUEUED"}:
             return runs
@@ -110,7 +111,9 @@ def task_times(job: str) -> list[tuple[datetime, datetime]]:
         text=True,
         check=True,
     ).stdout
-    rows = sorted((line.split("|") for line in out.split()), key=lambda r: int(r[0].split("_")[1]))
+    rows = sorted(
+        (line.split("|") for line in out.splitlines() if line), key=lambda r: int(r[0].split("_")[1])
+    )
     return [(datetime.fromisoformat(start), datetime.fromisoformat(end)) for _, start, end in rows]
 
 
@@ -255,6 +258,21 @@ def test_a_time_limit_warning_or_a_requeue_checkpoints_and_the_jobs_resume_to_un
         assert logged_steps(run) == UNINTERRUPTED_STEPS
         assert json.loads(run.summary.read_text())["env_steps"] == 48 and not run.failed.exists()
         assert_same_weights(run, uninterrupted)
+
+
+def test_a_cancelled_job_stays_cancelled_with_its_checkpoint(tmp_path, slurm, model_files):
+    """``scancel`` is not a pre-emption: the job checkpoints and ends, and does not requeue itself."""
+    proc = sweep(tmp_path, *EXACT, HOLD)
+    run = RunDir(tmp_path / "sweep" / "0")
+    wait_until("training reached env step 24", lambda: held(run), proc)
+    job = array_id(tmp_path / "sweep")
+    subprocess.run(["scancel", job], check=True)
+    code, out = finish(proc)
+    assert code != 0  # the sweep reports the job it could not collect
+    assert "interrupted by SIGTERM: stopped at env step 28/48" in run.failed.read_text()
+    assert "not requeued: SLURM has this job COMPLETING" in job_log(tmp_path / "sweep", job)
+    assert torch.load(run.checkpoint, weights_only=True)["sac"]["env_steps"] == 28
+    assert [state.split()[0] for _, state in sacct(job)] == ["CANCELLED"]  # "CANCELLED by <uid>"
 
 
 def test_an_optuna_search_of_two_parallel_jobs_records_every_trial_in_its_storage_and_continues(
