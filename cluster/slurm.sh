@@ -78,6 +78,9 @@ SelectType=select/cons_tres
 # cores are what jobs consume, so jobs of one core each run side by side
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+# look at pending jobs every few seconds (SLURM's default: every 60 s, backfill every 30 s), so that a
+# requeued job starts as soon as it may
+SchedulerParameters=sched_interval=2,bf_interval=2
 StateSaveLocation=$STATE/slurmctld
 SlurmdSpoolDir=$STATE/slurmd
 SlurmctldPidFile=$RUN/slurmctld.pid
