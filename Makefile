@@ -90,16 +90,22 @@ test-quick: models  ## the fast inner loop: skip tests marked slow
 test-full: lint test  ## lint, then the whole suite
 
 lint: install  ## ruff check + format check
-	$(BIN)/ruff check agelatent tests experiments
-	$(BIN)/ruff format --check agelatent tests experiments
+	$(BIN)/ruff check agelatent hydra_plugins tests experiments
+	$(BIN)/ruff format --check agelatent hydra_plugins tests experiments
 
 format: install  ## apply ruff fixes and formatting
-	$(BIN)/ruff check --fix agelatent tests experiments
-	$(BIN)/ruff format agelatent tests experiments
+	$(BIN)/ruff check --fix agelatent hydra_plugins tests experiments
+	$(BIN)/ruff format agelatent hydra_plugins tests experiments
+
+slurm-up:  ## (root) install if missing and start a single-node SLURM here: partitions low/high, pre-emption, sacct (cluster/slurm.sh); idempotent
+	cluster/slurm.sh up
+
+slurm-down:  ## (root) stop the daemons of slurm-up (configs and job records stay)
+	cluster/slurm.sh down
 
 clean:  ## remove caches and sample outputs (keeps .venv, runs/ and the model cache)
 	rm -rf .pytest_cache .ruff_cache outputs multirun
 
 ARGS ?=
 
-.PHONY: help install models sample train bench measurements curves tune gpu-smoke table1 table2 table3 table4 figures tables test test-quick test-full lint format clean
+.PHONY: help install models sample train bench measurements curves tune gpu-smoke table1 table2 table3 table4 figures tables test test-quick test-full lint format slurm-up slurm-down clean

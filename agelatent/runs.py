@@ -203,7 +203,8 @@ def run_job(
     * on an exception writes ``FAILED.txt`` (error + traceback) and re-raises, so a multirun records the
       failed job and goes on with the others;
     * on :class:`JobInterrupted` (a signal, after the job saved its state) writes ``FAILED.txt`` saying so
-      and how to resume, prints that line and exits with status ``128 + signum`` (no traceback);
+      and how to resume, prints that line, hands the signal on to a launcher's handler (submitit requeues a
+      SLURM job that way) and exits with status ``128 + signum`` (no traceback);
     * on success removes a ``FAILED.txt`` left by an earlier attempt (a resumed run that now succeeds);
     * finishes the W&B run either way (exit code 1 after a failure);
     * returns ``task``'s value of ``cfg.optimized_metric`` (when set) for a Hydra sweeper to optimise.
@@ -234,6 +235,9 @@ def _run_locked(cfg: DictConfig, run: RunDir, task) -> float | None:
         run.path.mkdir(parents=True, exist_ok=True)
         run.failed.write_text(f"interrupted by {stop.signal_name}: {stop}\n")
         print(f"{run.name}: interrupted by {stop.signal_name}: {stop}", file=sys.stderr, flush=True)
+        from agelatent.cluster import pass_on_stop_signal
+
+        pass_on_stop_signal(stop.signum)
         raise SystemExit(128 + stop.signum) from None
     except BaseException:
         run.path.mkdir(parents=True, exist_ok=True)

@@ -198,12 +198,15 @@ def test_a_second_job_on_a_run_directory_in_use_is_refused_and_touches_nothing(t
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR2], ids=["SIGTERM", "SIGINT", "SIGUSR2"]
+)
 def test_agelatent_train_stopped_by_a_signal_from_outside_exits_with_a_checkpoint(
     tmp_path, model_files, signum
 ):
-    """As `timeout`, SLURM pre-emption (SIGTERM) or Ctrl-C (SIGINT) would: a real agelatent-train process gets
-    the signal mid-run and exits with 128 + signum, no traceback, having written its checkpoint and FAILED.txt."""
+    """As `timeout`, SLURM pre-emption (SIGTERM), Ctrl-C (SIGINT) or SLURM's time-limit warning to a submitit
+    job (SIGUSR2) would: a real agelatent-train process gets the signal mid-run and exits with 128 + signum,
+    no traceback, having written its checkpoint and FAILED.txt (outside SLURM nothing requeues it)."""
     import subprocess
     import sys
     import time

@@ -23,12 +23,14 @@ class AtomicCheckpoint(L.Callback):
     at the end, and when the run is asked to stop: written atomically and durably
     (:func:`~agelatent.runs.write_atomically`), so an interrupted write never replaces a good checkpoint.
 
-    SIGINT and SIGTERM (what Ctrl-C, ``timeout`` and SLURM pre-emption send) are caught while training: the
+    SIGINT, SIGTERM (what Ctrl-C, ``timeout`` and SLURM pre-emption send) and SIGUSR2 (what SLURM sends
+    ahead of a job's time limit when the submitit launcher asks it to) are caught while training: the
     batched step under way finishes, the checkpoint is written, training stops and :attr:`stopped_by` holds
-    the signal (``agelatent-train`` then exits with ``128 + signum``; running it again resumes from the
-    same env step). A second signal while stopping gets the default behaviour (it kills)."""
+    the signal (``agelatent-train`` then hands it on to the handler that was in place before training, a
+    launcher's, and exits with ``128 + signum``; running it again resumes from the same env step). A second
+    signal while stopping gets the default behaviour (it kills)."""
 
-    STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
     def __init__(self, every_n_steps: int, every_minutes: float | None = None) -> None:
         if every_n_steps < 1:
@@ -44,6 +46,11 @@ class AtomicCheckpoint(L.Callback):
         self._signalled: int | None = None
         self._saved_at = (-1, time.monotonic())  # (env steps, when) of the newest write
         self._previous_handlers: dict[int, object] = {}
+
+    @property
+    def signalled(self) -> int | None:
+        """The stop signal caught during this training (it stops training at the end of the step under way)."""
+        return self._signalled
 
     def save(self, trainer: L.Trainer) -> None:
         path = RunDir(trainer.default_root_dir).checkpoint

@@ -6,7 +6,8 @@ The run directory (``runs/<run_name>/``, Hydra's output dir; its files are named
 * ``checkpoints/last.ckpt`` — actor, critics, targets, optimisers, entropy coefficient, counters; written
   atomically and durably (temp file, fsync, rename, fsync of the directory) every
   ``callbacks.checkpoint.every_n_steps`` batched steps, every ``callbacks.checkpoint.every_minutes``, at the
-  end, and on SIGINT/SIGTERM (the step under way finishes first; the job then exits with ``128 + signum``).
+  end, and on SIGINT/SIGTERM/SIGUSR2 (the step under way finishes first; the job then exits with
+  ``128 + signum``, a SLURM job of the submitit launcher after requeueing itself).
   Running again with the same ``run_name`` resumes from it with the same env-step counter.
 * ``metrics.csv`` — every logged metric against ``env_step``, appended to on resume.
 * ``wandb/offline-run-*`` — the same run for Weights & Biases (``wandb sync`` uploads it).
