@@ -70,16 +70,20 @@ def edit_outcomes(
         for row in csv.DictReader(handle):
             if row["editor"] != editor:
                 continue
-            target = float(row["target"])
-            kept = float(row["similarity"]) >= hard_bound
             if "final_clean_age" not in row:
                 raise ValueError(
                     f"{path} has no final_clean_age column (written before it existed): its success under a "
                     "robust reading cannot be told; rerun agelatent-eval"
                 )
-            success = kept and abs(float(row["final_clean_age"]) - target) <= success_window_years
-            robust = success and abs(float(row["final_age"]) - target) <= success_window_years
-            out[(int(row["seed"]), target)] = (success, robust)
+            # in float32, as the metrics judge them (the file holds the float32 values exactly)
+            target, final, clean, similarity = (
+                torch.tensor(float(row[k]), dtype=torch.float32)
+                for k in ("target", "final_age", "final_clean_age", "similarity")
+            )
+            kept = bool(similarity >= hard_bound)
+            success = kept and bool((clean - target).abs() <= success_window_years)
+            robust = success and bool((final - target).abs() <= success_window_years)
+            out[(int(row["seed"]), float(target))] = (success, robust)
     if not out:
         raise ValueError(f"{path} has no rows of editor {editor!r}")
     return out

@@ -118,12 +118,12 @@ def write_edits_csv(path: Path, results: Sequence, seeds: Sequence[int]) -> None
                         seed,
                         f"{result.targets[i]:.1f}",
                         f"{result.ages[0, i]:.2f}",
-                        f"{result.final_ages[i]:.2f}",
+                        f"{result.final_ages[i]:.9g}",  # float32 exactly: outcomes can be judged again
                         f"{(result.final_ages[i] - result.targets[i]).abs():.2f}",
-                        f"{result.final_similarity[i]:.4f}",
+                        f"{result.final_similarity[i]:.9g}",
                         Outcome(int(result.outcome[i])).label,
                         int(result.steps[i]),
                         f"{result.row_world_calls[i]:g}",
-                        f"{(result.ages if result.clean_ages is None else result.clean_ages)[-1, i]:.2f}",
+                        f"{(result.ages if result.clean_ages is None else result.clean_ages)[-1, i]:.9g}",
                     ]
                 )
