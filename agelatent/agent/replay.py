@@ -29,7 +29,8 @@ class ReplaySample:
 class ReplayBuffer:
     """``capacity`` transitions; the oldest are overwritten first."""
 
-    _FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
+    #: what one transition holds, in the order :meth:`add` takes it
+    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
 
     def __init__(
         self, capacity: int, obs_dim: int, act_dim: int, device: str | torch.device = "cpu", seed: int = 0
@@ -66,11 +67,11 @@ class ReplayBuffer:
         values = (obs, actions, rewards, next_obs, terminated.to(torch.float32))
         end = self.pos + batch
         if end <= self.capacity:
-            for name, value in zip(self._FIELDS, values, strict=True):
+            for name, value in zip(self.FIELDS, values, strict=True):
                 getattr(self, name)[self.pos : end] = value
         else:  # wraps around: split in two contiguous writes
             head = self.capacity - self.pos
-            for name, value in zip(self._FIELDS, values, strict=True):
+            for name, value in zip(self.FIELDS, values, strict=True):
                 storage = getattr(self, name)
                 storage[self.pos :] = value[:head]
                 storage[: batch - head] = value[head:]
@@ -82,12 +83,12 @@ class ReplayBuffer:
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         idx = torch.randint(0, self.size, (batch_size,), generator=self.generator, device=self.device)
-        return ReplaySample(*(getattr(self, name)[idx] for name in self._FIELDS))
+        return ReplaySample(*(getattr(self, name)[idx] for name in self.FIELDS))
 
     def state_dict(self) -> dict:
         """The filled rows (not the empty preallocation), write position and sampling RNG state."""
         return {
-            **{name: getattr(self, name)[: self.size].clone() for name in self._FIELDS},
+            **{name: getattr(self, name)[: self.size].clone() for name in self.FIELDS},
             "pos": self.pos,
             "size": self.size,
             "generator": self.generator.get_state(),
@@ -99,7 +100,7 @@ class ReplayBuffer:
             raise ValueError(
                 f"replay state holds {size} transitions, more than this buffer's {self.capacity}"
             )
-        for name in self._FIELDS:
+        for name in self.FIELDS:
             stored = state[name]
             target = getattr(self, name)
             if stored.shape[1:] != target.shape[1:]:

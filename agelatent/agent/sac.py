@@ -223,19 +223,15 @@ class SACModule(L.LightningModule):
         actions = self.actor.deterministic(x) if deterministic else self.actor.sample(x, generator)[0]
         return actions.to(obs.device)
 
-    def add_demonstrations(
-        self,
-        obs: torch.Tensor,
-        actions: torch.Tensor,
-        rewards: torch.Tensor,
-        next_obs: torch.Tensor,
-        terminated: torch.Tensor,
-    ) -> None:
-        """Transitions this policy did not collect (a teacher's: :mod:`agelatent.agent.imitation`), put into the
-        replay buffer when fit starts, before the first env step. They do not count as env steps."""
+    def add_demonstrations(self, transitions) -> None:
+        """Transitions this policy did not collect (a teacher's: :class:`~agelatent.agent.imitation.Demonstrations`;
+        any object with the replay buffer's fields), put into the replay buffer when fit starts, before the
+        first env step. They do not count as env steps; beyond ``buffer_size``, the newest are kept."""
         if self.replay is not None and len(self.replay):
             raise RuntimeError("demonstrations go into an empty replay buffer: add them before fit starts")
-        self._demonstrations = (obs, actions, rewards, next_obs, terminated.bool())
+        self._demonstrations = tuple(
+            getattr(transitions, name)[-self.cfg.buffer_size :] for name in ReplayBuffer.FIELDS
+        )
 
     @property
     def alpha(self) -> float:
@@ -269,9 +265,7 @@ class SACModule(L.LightningModule):
             self.replay.generator.set_state(self._pending["replay_generator"])
         self._pending = {}
         if self._demonstrations is not None:
-            rows = self._demonstrations
-            for start in range(0, len(rows[0]), cfg.buffer_size):
-                self.replay.add(*(r[start : start + cfg.buffer_size].to(env.device) for r in rows))
+            self.replay.add(*(rows.to(env.device) for rows in self._demonstrations))
             self._demonstrations = None
 
     def on_train_start(self) -> None:

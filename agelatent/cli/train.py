@@ -209,7 +209,7 @@ def teach(
     collected = time.perf_counter() - start
     fit = behaviour_clone(module.actor, demos, settings, seed=int(cfg.seed))
     if settings.replay:
-        module.add_demonstrations(demos.obs, demos.actions, demos.rewards, demos.next_obs, demos.terminated)
+        module.add_demonstrations(demos)
     report = {
         "teacher": settings.teacher,
         "episodes": demos.episodes,
