@@ -52,6 +52,17 @@ def cpu_config(name: str, *overrides: str):
     return compose_config(name, ["device=cpu", *overrides])
 
 
+def assert_train_refuses(tmp_path, overrides, message: str) -> None:
+    """``agelatent-train`` with the debug profile and ``overrides`` raises a ValueError matching ``message``
+    before it creates the run directory."""
+    from agelatent.cli.train import train
+
+    cfg = cpu_config("train", "profile=debug", f"paths.runs_dir={tmp_path}", "run_name=bad", *overrides)
+    with pytest.raises(ValueError, match=message):
+        train(cfg, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
 def load_experiment(name: str):
     """The module ``experiments/<name>.py`` (scripts, not a package), loaded by path for its tests."""
     import importlib.util

@@ -209,7 +209,10 @@ def test_relative_targets_are_offsets_from_the_start_age(world):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["action.mode=diagonal"], r"action.mode must be one of \('full', 'local_linear', 'semantic'\)"),
+        (
+            ["action.mode=diagonal"],
+            r"action.mode must be one of \('full', 'local_linear', 'semantic', 'levers'\)",
+        ),
         (["identity.hard_bound=0.8", "identity.soft_threshold=0.6"], "0 <= hard_bound <= soft_threshold < 1"),
         (["env.max_steps=0"], "env.max_steps must be >= 1"),
         (["action.max_years_per_step=-1.0"], "action.max_years_per_step must be a finite number > 0"),

@@ -77,10 +77,10 @@ def validate(cfg: DictConfig) -> TrainingSetup:
     )
     teacher = setup.demonstrations.teacher
     if setup.demonstrations.enabled:
-        if env_cfg.action.mode == "local_linear":
+        if env_cfg.action.mode not in ("full", "semantic"):
             raise ValueError(
-                "demonstrations teach an action=full or action=semantic policy, but action.mode=local_linear: "
-                "use experiment=amortized, or demonstrations=none"
+                "demonstrations teach an action=full or action=semantic policy, but "
+                f"action.mode={env_cfg.action.mode}: use experiment=amortized, or demonstrations=none"
             )
         if teacher not in cfg.editor_settings:
             raise ValueError(

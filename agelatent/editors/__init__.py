@@ -4,6 +4,7 @@ from agelatent.editors.base import Editor, EditResult, build_editor, run_edits
 from agelatent.editors.baselines import (
     GlobalDirection,
     GradientDescent,
+    LeverWalk,
     LocalLinearWalk,
     RandomWalk,
     SemanticWalk,
@@ -16,6 +17,7 @@ __all__ = [
     "Editor",
     "GlobalDirection",
     "GradientDescent",
+    "LeverWalk",
     "LocalLinearWalk",
     "PolicyEditor",
     "RandomWalk",

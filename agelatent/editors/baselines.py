@@ -17,6 +17,7 @@ from agelatent.world.directions import fit_global_direction, semantic_basis
 __all__ = [
     "GlobalDirection",
     "GradientDescent",
+    "LeverWalk",
     "LocalLinearWalk",
     "RandomWalk",
     "SemanticWalk",
@@ -68,6 +69,59 @@ class LocalLinearWalk(Editor):
 
     def propose(self, env: LatentAgeEnv) -> torch.Tensor:
         return env.age_step(_wanted_years(env, self.max_years_per_step))
+
+
+class LeverWalk(Editor):
+    """The walk with the policy's step levers (``action=levers``) held at one setting: each step asks for
+    ``clip(scale · (target − age), ±scale · max_years_per_step)`` years by ``(1 − mix)`` x the smallest step
+    in the metric ‖δ‖² + stiffness · ‖J_e δ‖² (identity drift priced from the first step) + ``mix`` x the
+    same request solved in the semantic walk's basis, keeping ``keep`` to first order, norm-capped at
+    ``scale · max_step_norm`` (:meth:`LatentAgeEnv.lever_step`). With stiffness 0, mix 0 and scale 1 it is
+    the local-linear walk keeping the same quantities. ``experiments/step_gate.py`` runs it over a grid of
+    settings."""
+
+    name = "lever_walk"
+
+    def __init__(
+        self,
+        *,
+        stiffness: float,
+        mix: float,
+        scale: float,
+        max_years_per_step: float,
+        max_step_norm: float,
+        keep: tuple[str, ...] | list[str],
+    ):
+        _positive(max_years_per_step=max_years_per_step, max_step_norm=max_step_norm, scale=scale)
+        for key, value in (("stiffness", stiffness), ("mix", mix)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{key} must be a finite number, got {value!r}")
+        if stiffness < 0 or not 0 <= mix <= 1:
+            raise ValueError(
+                f"stiffness must be >= 0 and mix in [0, 1], got stiffness={stiffness}, mix={mix}"
+            )
+        self.walk = LocalLinearWalk(
+            max_years_per_step=max_years_per_step, max_step_norm=max_step_norm, keep=keep
+        )
+        self.stiffness, self.mix, self.scale = float(stiffness), float(mix), float(scale)
+
+    def env_action(self, action: ActionConfig) -> ActionConfig:
+        levers = dataclasses.replace(
+            self.walk.env_action(action), mode="levers", max_years_per_step=self.walk.max_years_per_step
+        )
+        if (
+            self.stiffness > levers.max_stiffness
+            or not 1 / levers.max_scale <= self.scale <= levers.max_scale
+        ):
+            raise ValueError(
+                f"stiffness {self.stiffness} and scale {self.scale} must lie within the levers' range: stiffness "
+                f"<= action.max_stiffness={levers.max_stiffness}, scale within 1/action.max_scale.."
+                f"action.max_scale={levers.max_scale}"
+            )
+        return levers
+
+    def propose(self, env: LatentAgeEnv) -> torch.Tensor:
+        return env.displacement(env.actions_of(self.stiffness, self.mix, self.scale))
 
 
 class GlobalDirection(Editor):

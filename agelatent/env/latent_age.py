@@ -11,7 +11,7 @@ State (observation, float32, in this order; ``d`` = latent dim):
   middle of the perception's ``age_range`` and ``s`` a quarter of its width (embedded world: 40 and 20);
 * ``similarity`` and ``(similarity - hard_bound) / (1 - hard_bound)``: identity to the start face;
 * ``t / max_steps``: the step fraction;
-* ``local_linear`` actions only: ``log10 |ĝ|`` (steepness of the local age direction, years per unit),
+* ``local_linear`` and ``levers`` actions: ``log10 |ĝ|`` (steepness of the local age direction, years per unit),
   then ``log10 |c_j|`` for each kept quantity's gradient (``action.keep``);
 * with ``env.observe_face``: what the face is and how it has changed -- ``P(male)``, ``P(male) - P0(male)``
   and the identity embedding's offset from the start face ``(e - e0) * offset_scale`` (the perception's
@@ -36,6 +36,22 @@ Actions are in ``[-1, 1]`` and mapped to a latent displacement Δz:
   With ``action.residual``, ``a[0]`` corrects the walk instead of replacing it: the step asks for
   ``clip(target − age + a[0] · max_years_per_step, ±max_years_per_step)`` years, so ``a = 0`` is exactly
   the local-linear walk's step (with ``agent.zero_init_mean`` the untrained policy starts there).
+* ``levers``: the policy sets three levers of the walk's step instead of the step itself
+  (``action_dim = 3``); the step asks for ``s · (target − age)`` years, clipped to ``±s · max_years_per_step``:
+
+  - ``a[0]``, the identity stiffness λ = (1 + ``max_stiffness``)^((a+1)/2) − 1 (0 at a = −1): the step is the
+    smallest in the metric ‖δ‖² + λ‖J_e δ‖² that makes the age change and keeps ``action.keep`` to first
+    order, J_e the identity embedding's Jacobian sketched by ``identity_sketch`` random vector-Jacobian
+    products at each scored latent (:func:`~agelatent.env.local_linear.stiff_min_norm_step`);
+  - ``a[1]``, the mix β = (a+1)/2: (1 − β) x that step + β x the minimum-norm step for the same years within
+    the semantic walk's basis;
+  - ``a[2]``, the step scale s = ``max_scale``^a: the request and the norm cap ``max_step_norm`` times s.
+
+  a = 0 is λ = √(1 + max_stiffness) − 1, β = 0.5, s = 1. The observation says what each lever will do (three
+  numbers after the ``local_linear`` ones): ``log10`` of the years per latent unit within the semantic basis,
+  and ``log10`` of the identity embedding's predicted movement per year of the plain step and of the
+  semantic step (sketched); the identity budget left, the years left and the steps left are in every
+  observation.
 
 Transition: z' = z + Δz, then optionally radially clamped into the prior's typical set
 (ρ within ``1 ± typical_set_tolerance``, :meth:`~agelatent.generators.TypicalSet.clamp`). Termination: success when |age − target| ≤
@@ -67,8 +83,10 @@ from agelatent.env.local_linear import (
     AgeDirectionConfig,
     constrained_min_norm_step,
     local_age_gradient,
+    min_norm_step,
     null_space_basis,
     orthogonal_basis,
+    stiff_min_norm_step,
 )
 from agelatent.env.outcome import Outcome
 from agelatent.env.rewards import Reward, Transition
@@ -84,7 +102,9 @@ __all__ = [
     "LatentAgeEnvConfig",
 ]
 
-ACTION_MODES = ("full", "local_linear", "semantic")
+ACTION_MODES = ("full", "local_linear", "semantic", "levers")
+#: the modes whose steps follow the local age direction (the env tracks ĝ and the kept gradients)
+LOCAL_MODES = ("local_linear", "levers")
 #: quantities a local_linear step can keep fixed to first order (``action.keep``)
 KEEPABLE = ("identity", "gender")
 #: the config groups that define the MDP (a policy is evaluated under its run's values of these)
@@ -117,7 +137,7 @@ class SemanticBasisConfig:
 class ActionConfig:
     """How actions in [-1, 1] become latent displacements (values: ``conf/action/``)."""
 
-    mode: str  # full | local_linear
+    mode: str  # ACTION_MODES
     full_step_size: float  # full: Δz = full_step_size * a (per latent dimension)
     max_years_per_step: float  # local_linear: a[0] = ±1 asks for this many years
     max_step_norm: float  # local_linear: cap on ‖δ_age‖ where the age direction is flat
@@ -127,7 +147,10 @@ class ActionConfig:
     keep: tuple[str, ...]  # local_linear: quantities the age step keeps to first order (KEEPABLE)
     residual: bool  # local_linear: a[0] corrects the walk's request clip(target − age)
     semantic_step_size: float  # semantic: Δz = semantic_step_size * Σ_k a_k b_k
-    semantic_basis: SemanticBasisConfig  # semantic: the basis b_k (the semantic walk's)
+    semantic_basis: SemanticBasisConfig  # semantic, levers: the basis b_k (the semantic walk's)
+    max_stiffness: float  # levers: a[0] = 1 asks for this identity stiffness λ (a[0] = -1: 0)
+    max_scale: float  # levers: a[2] = ±1 multiplies the request and the norm cap by max_scale^±1
+    identity_sketch: int  # levers: random vector-Jacobian products sketching the identity Jacobian
 
     def __post_init__(self) -> None:
         if self.mode not in ACTION_MODES:
@@ -140,7 +163,9 @@ class ActionConfig:
             )
         if isinstance(self.semantic_basis, Mapping):
             object.__setattr__(self, "semantic_basis", SemanticBasisConfig(**self.semantic_basis))
-        for name in ("full_step_size", "max_years_per_step", "max_step_norm", "semantic_step_size"):
+        for name in (
+            "full_step_size", "max_years_per_step", "max_step_norm", "semantic_step_size", "max_stiffness",
+        ):  # fmt: skip
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"action.{name} must be a finite number > 0, got {value!r}")
@@ -148,6 +173,14 @@ class ActionConfig:
             raise ValueError(f"action.correction_scale must be >= 0, got {self.correction_scale!r}")
         if self.num_corrections < 0:
             raise ValueError(f"action.num_corrections must be >= 0, got {self.num_corrections}")
+        if not (math.isfinite(self.max_scale) and self.max_scale >= 1):
+            raise ValueError(f"action.max_scale must be a finite number >= 1, got {self.max_scale!r}")
+        if (
+            isinstance(self.identity_sketch, bool)
+            or not isinstance(self.identity_sketch, int)
+            or self.identity_sketch < 1
+        ):
+            raise ValueError(f"action.identity_sketch must be an integer >= 1, got {self.identity_sketch!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,12 +239,20 @@ class LatentAgeEnvConfig:
         if not 0 < self.typical_set_tolerance < 1:
             raise ValueError(f"env.typical_set_tolerance must be in (0, 1), got {self.typical_set_tolerance}")
         t, a = self.target, self.action
-        if a.mode == "local_linear" and t.mode == "relative":
-            reach = self.max_steps * a.max_years_per_step + self.success_tolerance_years
+        if a.mode == "levers" and self.age_direction.method != "autograd":
+            raise ValueError(
+                "action.mode=levers sketches the identity Jacobian by vector-Jacobian products: set "
+                "env.age_direction.method=autograd (and a differentiable perception), or use action=semantic "
+                "for a policy without gradients"
+            )
+        if a.mode in LOCAL_MODES and t.mode == "relative":
+            most = a.max_years_per_step * (a.max_scale if a.mode == "levers" else 1.0)
+            reach = self.max_steps * most + self.success_tolerance_years
             if t.max_delta > reach:
                 raise ValueError(
                     f"unreachable targets: target.max_delta={t.max_delta} years but an episode can ask for at "
-                    f"most max_steps * action.max_years_per_step + success_tolerance_years = {reach:g} years; raise "
+                    f"most max_steps * action.max_years_per_step{' * action.max_scale' if a.mode == 'levers' else ''}"
+                    f" + success_tolerance_years = {reach:g} years; raise "
                     "env.max_steps or action.max_years_per_step, or lower target.max_delta"
                 )
 
@@ -231,7 +272,9 @@ class LatentAgeEnv:
         self.device = world.device
         self.num_envs = cfg.num_envs
         self.latent_dim = d = world.latent_dim
-        self.local_linear = cfg.action.mode == "local_linear"
+        self.mode = cfg.action.mode
+        self.local_linear = self.mode in LOCAL_MODES  # ĝ and the kept quantities' gradients are tracked
+        self.levers = self.mode == "levers"
         if self.local_linear and cfg.action.num_corrections >= d:
             raise ValueError(
                 f"action.num_corrections must be < latent dim {d}, got {cfg.action.num_corrections}"
@@ -256,24 +299,26 @@ class LatentAgeEnv:
         cfg.target.check_age_range(self.age_range)
         lo, hi = self.age_range
         self._age_centre, self._age_scale = (lo + hi) / 2, (hi - lo) / 4  # ages observed as ~[-2, 2]
-        self.semantic = None  # [k, d] orthonormal rows: the action basis of action.mode=semantic
-        if cfg.action.mode == "semantic":
+        self.semantic = None  # [k, d] orthonormal rows: semantic's action basis, the levers' mixed-in basis
+        if self.mode in ("semantic", "levers"):
             from agelatent.world.directions import semantic_basis
 
             sb = cfg.action.semantic_basis
             self.semantic = semantic_basis(
                 world, sb.num_directions, sb.age_direction, sb.num_samples, sb.first_seed
             ).to(self.device)
-        self.action_dim = (
-            1 + cfg.action.num_corrections
-            if self.local_linear
-            else (len(self.semantic) if self.semantic is not None else d)
-        )
+        self.action_dim = {
+            "full": d,
+            "semantic": len(self.semantic) if self.semantic is not None else 0,
+            "local_linear": 1 + cfg.action.num_corrections,
+            "levers": 3,
+        }[self.mode]
         self.identity_dim = int(world.perception.identity_dim)
         self.observation_dim = (
             (2 * d if cfg.observe_latent else 0)
             + 8
             + ((1 + len(self.keep)) if self.local_linear else 0)
+            + (3 if self.levers else 0)
             + ((2 + self.identity_dim) if cfg.observe_face else 0)
         )
         basis = torch.randn(
@@ -298,6 +343,9 @@ class LatentAgeEnv:
         self.similarity = torch.ones(b, device=self.device)
         self._grad = torch.zeros(b, d, device=self.device)
         self._keep_grads = torch.zeros(b, len(self.keep), d, device=self.device)  # [B, R, d]
+        k = cfg.action.identity_sketch if self.levers else 0
+        self._sketch = torch.zeros(b, k, d, device=self.device)  # [B, k, d]: U J_e, levers only
+        self._sketch_rng = torch.Generator().manual_seed(cfg.action.basis_seed + 1)
         self.t = torch.zeros(b, dtype=torch.long, device=self.device)
         self.returns = torch.zeros(b, device=self.device)
         self.active = torch.ones(b, dtype=torch.bool, device=self.device)  # False: frozen (auto_reset off)
@@ -337,7 +385,7 @@ class LatentAgeEnv:
         """ĝ ``[B, d]``: the local age direction at the current latents (years per latent unit), kept up to
         date by every step in ``local_linear`` mode."""
         if not self.local_linear:
-            raise RuntimeError("the age gradient is only tracked with action.mode=local_linear")
+            raise RuntimeError("the age gradient is only tracked with action.mode=local_linear or levers")
         return self._grad
 
     def score(self, latents: torch.Tensor, *, with_grad: bool = False, rows: torch.Tensor | None = None):
@@ -355,44 +403,52 @@ class LatentAgeEnv:
         self, latents: torch.Tensor, identity0: torch.Tensor | None = None, rows: torch.Tensor | None = None
     ):
         """Score latents (those of ``rows``, whose :attr:`row_calls` they add to); with local-linear actions
-        also return ĝ at them, and with ``action.keep`` the kept quantities' gradients ``[B, R, d]`` (identity
+        also return ĝ at them, with ``action.keep`` the kept quantities' gradients ``[B, R, d]`` (identity
         drift measured from ``identity0``; zero where it is None, i.e. at the start face, where the drift is
-        at its minimum)."""
+        at its minimum) and with levers the identity Jacobian's sketch ``[B, k, d]``: (scores, ĝ, kept,
+        sketch), None for what the mode does not track."""
         probes = self.local_linear and self.cfg.age_direction.method == "probes"
         cost = 1 + (2 * min(self.cfg.age_direction.num_probes, self.latent_dim) if probes else 0)
         self._world_calls += len(latents) * cost
         if rows is not None:
             self.row_calls[rows] += cost
         if not self.local_linear:
-            return self.world.score(latents), None, None
+            return self.world.score(latents), None, None, None
         if self.cfg.age_direction.method == "autograd":
             z = latents.detach().requires_grad_(True)
             scores = self.world.score(z, with_grad=True)
             drift = None if identity0 is None else (scores.identity - identity0).pow(2).sum()
             kept = {"gender": scores.p_male.sum(), "identity": drift}
             wanted = [scores.ages_years.sum(), *(kept[name] for name in self.keep)]
+            k = self._sketch.shape[1]
+            if k:  # the sketch S = U J_e: one vector-Jacobian product per random row of U, from the same pass
+                u = torch.randn(k, *scores.identity.shape, generator=self._sketch_rng).to(scores.identity)
+                wanted += [(u[i] * scores.identity).sum() for i in range(k)]
             last = max(i for i, q in enumerate(wanted) if q is not None)
             rows = [  # one backward pass per quantity; a quantity at its minimum (drift at z0) has none
                 torch.zeros_like(z) if q is None else torch.autograd.grad(q, z, retain_graph=i < last)[0]
                 for i, q in enumerate(wanted)
             ]
-            keep = torch.stack(rows[1:], 1) if self.keep else z.new_zeros(len(z), 0, z.shape[1])
+            r = len(self.keep)
+            keep = torch.stack(rows[1 : 1 + r], 1) if r else z.new_zeros(len(z), 0, z.shape[1])
+            sketch = torch.stack(rows[1 + r :], 1) if k else None
             check_finite(
                 {
                     "age gradients": rows[0],
-                    **{f"{n} gradients": r for n, r in zip(self.keep, rows[1:], strict=True)},
+                    **{f"{n} gradients": g for n, g in zip(self.keep, rows[1 : 1 + r], strict=True)},
+                    **({"identity sketch": sketch} if k else {}),
                 },
                 "autograd through the world (the local-linear step's directions)",
             )
-            return _detach_scores(scores), rows[0], keep.detach()
+            return _detach_scores(scores), rows[0], keep.detach(), None if sketch is None else sketch.detach()
         scores = self.world.score(latents)
         grad, _ = local_age_gradient(self.world, latents, self.cfg.age_direction, self._rng)
-        return scores, grad, None
+        return scores, grad, None, None
 
     def start_episodes(self, rows: torch.Tensor, latents: torch.Tensor, targets: torch.Tensor | None) -> None:
         """(Re)start episodes ``rows`` from ``latents``, towards ``targets`` (None: drawn from ``cfg.target``)."""
         self.row_calls[rows] = 0.0
-        scores, grad, keep = self._score(latents, rows=rows)
+        scores, grad, keep, sketch = self._score(latents, rows=rows)
         self.z[rows] = latents
         self.z0[rows] = latents
         self.ages[rows] = scores.ages_years
@@ -407,6 +463,8 @@ class LatentAgeEnv:
             self._grad[rows] = grad
         if keep is not None:
             self._keep_grads[rows] = keep
+        if sketch is not None:
+            self._sketch[rows] = sketch
         if targets is None:
             targets = self.cfg.target.sample(scores.ages_years.cpu(), self._rng).to(self.device)
         self.targets[rows] = targets
@@ -470,6 +528,8 @@ class LatentAgeEnv:
             parts.append(torch.log10(self._grad.norm(dim=1, keepdim=True).clamp_min(1e-3)))
             if self.keep:
                 parts.append(torch.log10(self._keep_grads.norm(dim=2).clamp_min(1e-3)))
+        if self.levers:
+            parts.append(self.lever_forecast())
         if cfg.observe_face:
             parts += [
                 self.p_male[:, None],
@@ -488,14 +548,72 @@ class LatentAgeEnv:
             self._grad, self._keep_grads, delta_years.to(self.device), self.cfg.action.max_step_norm
         )
 
+    # ---- the levers (action.mode=levers) -------------------------------------------------------------------
+    def levers_of(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Actions ``[B, 3]`` in [-1, 1] -> (stiffness λ, mix β, scale s), each ``[B]`` (module docstring)."""
+        a = self.cfg.action
+        actions = actions.to(self.device, torch.float32).clamp(-1.0, 1.0)
+        stiffness = (1.0 + a.max_stiffness) ** ((actions[:, 0] + 1.0) / 2.0) - 1.0
+        return stiffness, (actions[:, 1] + 1.0) / 2.0, a.max_scale ** actions[:, 2]
+
+    def actions_of(self, stiffness: float, mix: float, scale: float) -> torch.Tensor:
+        """The action ``[B, 3]`` (every row alike) that sets the levers to these values: the inverse of
+        :meth:`levers_of`, e.g. for a fixed-lever walk."""
+        a = self.cfg.action
+        if not (
+            0 <= stiffness <= a.max_stiffness and 0 <= mix <= 1 and 1 / a.max_scale <= scale <= a.max_scale
+        ):
+            raise ValueError(
+                f"levers out of range: stiffness {stiffness} in [0, {a.max_stiffness}], mix {mix} in [0, 1], "
+                f"scale {scale} in [1/{a.max_scale}, {a.max_scale}] (action.max_stiffness, action.max_scale)"
+            )
+        row = [
+            2.0 * math.log1p(stiffness) / math.log1p(a.max_stiffness) - 1.0,
+            2.0 * mix - 1.0,
+            math.log(scale) / math.log(a.max_scale) if a.max_scale > 1 else 0.0,
+        ]
+        return torch.tensor(row, device=self.device).expand(self.num_envs, 3).clone()
+
+    def semantic_age_gradient(self) -> torch.Tensor:
+        """ĝ's projection on the semantic basis ``[B, d]``: the age direction the semantic step can follow."""
+        return (self._grad @ self.semantic.T) @ self.semantic
+
+    def lever_step(self, stiffness: torch.Tensor, mix: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The step ``[B, d]`` the levers ask for (module docstring): ``s · (target − age)`` years, clipped to
+        ``±s · max_years_per_step``, by ``(1 − β)`` x the stiff step + ``β`` x the semantic step, the sum
+        norm-capped at ``s · max_step_norm``."""
+        a = self.cfg.action
+        most = scale * a.max_years_per_step
+        years = torch.maximum(torch.minimum(scale * (self.targets - self.ages), most), -most)
+        stiff = stiff_min_norm_step(self._grad, self._keep_grads, years, self._sketch, stiffness)
+        semantic = min_norm_step(self.semantic_age_gradient(), years)
+        step = (1.0 - mix)[:, None] * stiff + mix[:, None] * semantic
+        cap = (scale * a.max_step_norm)[:, None]
+        return step * (cap / torch.maximum(step.norm(dim=1, keepdim=True), cap))
+
+    def lever_forecast(self) -> torch.Tensor:
+        """What the levers will do, ``[B, 3]`` (log10): the years per latent unit within the semantic basis,
+        and the identity embedding's predicted movement per year of the plain step and of the semantic one
+        (‖S δ₁‖ / √k for the one-year minimum-norm step δ₁ = g/‖g‖², g = ĝ or its semantic projection)."""
+        k = self._sketch.shape[1]
+        out = []
+        for g in (self._grad, self.semantic_age_gradient()):
+            sq = g.pow(2).sum(1).clamp_min(1e-12)
+            per_year = (self._sketch @ g[..., None]).squeeze(-1).norm(dim=1) / (math.sqrt(k) * sq)
+            out.append((g.norm(dim=1), per_year))
+        lg = lambda x: torch.log10(x.clamp_min(1e-3))[:, None]  # noqa: E731
+        return torch.cat([lg(out[1][0]), lg(out[0][1]), lg(out[1][1])], dim=1)
+
     def displacement(self, actions: torch.Tensor) -> torch.Tensor:
         """Map actions in [-1, 1] to latent displacements Δz ``[B, d]`` (see the module docstring)."""
         a = self.cfg.action
         actions = actions.to(self.device, torch.float32).clamp(-1.0, 1.0)
-        if self.semantic is not None:
+        if self.mode == "semantic":
             return a.semantic_step_size * actions @ self.semantic
-        if not self.local_linear:
+        if self.mode == "full":
             return a.full_step_size * actions
+        if self.levers:
+            return self.lever_step(*self.levers_of(actions))
         years = actions[:, 0] * a.max_years_per_step
         if a.residual:  # a = 0 is the walk's step; a[0] moves its request by up to ±max_years_per_step
             years = (self.targets - self.ages + years).clamp(-a.max_years_per_step, a.max_years_per_step)
@@ -514,12 +632,12 @@ class LatentAgeEnv:
         before clipping into [-1, 1]: ``full`` and ``semantic`` modes (how a teacher's steps become
         demonstrations, :mod:`agelatent.agent.imitation`)."""
         delta = delta.to(self.device, torch.float32)
-        if self.semantic is not None:
+        if self.mode == "semantic":
             return delta @ self.semantic.T / self.cfg.action.semantic_step_size
-        if not self.local_linear:
+        if self.mode == "full":
             return delta / self.cfg.action.full_step_size
         raise RuntimeError(
-            "action.mode=local_linear actions are not a linear map of Δz; use full or semantic"
+            f"action.mode={self.mode} actions are not a linear map of Δz; use full or semantic"
         )
 
     def step(self, actions: torch.Tensor) -> StepResult:
@@ -549,7 +667,7 @@ class LatentAgeEnv:
             return StepResult(
                 obs, obs, torch.zeros_like(self.ages), none, none, self.returns.clone(), self.t.clone()
             )
-        scores, grad, keep = self._score(z_new[rows], self.identity0[rows], rows)
+        scores, grad, keep, sketch = self._score(z_new[rows], self.identity0[rows], rows)
         ages_before = self.ages.clone()
         self.z[rows] = z_new[rows]
         self.ages[rows] = scores.ages_years
@@ -562,6 +680,8 @@ class LatentAgeEnv:
             self._grad[rows] = grad
         if keep is not None:
             self._keep_grads[rows] = keep
+        if sketch is not None:
+            self._sketch[rows] = sketch
         self.t[rows] += 1
 
         identity_lost = active & (self.similarity < cfg.identity.hard_bound)
@@ -630,7 +750,7 @@ class LatentAgeEnv:
     #: the per-row tensors of the episodes in progress (with ``images``, the RNG and the counters: the state)
     _EPISODE_STATE = (
         "z", "z0", "targets", "ages", "start_ages", "clean_ages", "p_male", "start_p_male", "identity0", "identity",
-        "similarity", "_grad", "_keep_grads", "t", "returns", "active", "outcome",
+        "similarity", "_grad", "_keep_grads", "_sketch", "t", "returns", "active", "outcome",
     )  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
@@ -642,6 +762,7 @@ class LatentAgeEnv:
         }
         state["images"] = None if self.images is None else self.images.detach().cpu().clone()
         state["rng"] = self._rng.get_state()
+        state["sketch_rng"] = self._sketch_rng.get_state()
         state["world_calls"] = self._world_calls
         state["stats"] = dict(self._stats)
         return state
@@ -650,7 +771,7 @@ class LatentAgeEnv:
         """Restore :meth:`state_dict`'s episodes; refuses, naming the tensor, one from another MDP shape
         (``env.num_envs``, the latent or identity size, the number of kept quantities). A checkpoint from
         before ``clean_ages`` existed had no robust reading, so its clean ages are its ages."""
-        state = {"clean_ages": state["ages"], **state}
+        state = {"clean_ages": state["ages"], "_sketch": self._sketch, **state}  # older: no sketch either
         for name in self._EPISODE_STATE:
             mine, theirs = getattr(self, name), state[name]
             if tuple(theirs.shape) != tuple(mine.shape) or theirs.dtype != mine.dtype:
@@ -663,6 +784,8 @@ class LatentAgeEnv:
             getattr(self, name).copy_(state[name].to(self.device))
         self.images = None if state["images"] is None else state["images"].to(self.device)
         self._rng.set_state(state["rng"])
+        if "sketch_rng" in state:
+            self._sketch_rng.set_state(state["sketch_rng"])
         self._world_calls = int(state["world_calls"])
         self._stats = {k: float(v) for k, v in state["stats"].items()}
 

@@ -12,6 +12,11 @@ Extended to several attributes (``action.keep``): with J = [ĝ; c_1; ...; c_R] t
 the quantities to keep (identity drift ‖e − e0‖², P(male)), the minimum-norm step that changes age by Δ
 while keeping the others to first order is δ = Jᵀ (J Jᵀ)⁻¹ [Δ, 0, ..., 0]ᵀ
 (:func:`constrained_min_norm_step`), and corrections live in J's null space (:func:`null_space_basis`).
+
+With an identity stiffness λ (the ``levers`` action), the step is the smallest in the metric
+‖δ‖² + λ‖J_e δ‖² instead of ‖δ‖², J_e the identity embedding's Jacobian sketched by ``k`` random
+vector-Jacobian products S = U J_e (E‖Sδ‖²/k = ‖J_e δ‖²): identity drift is priced from the first step, where
+the drift constraint's gradient is still zero (:func:`stiff_min_norm_step`).
 """
 
 from __future__ import annotations
@@ -116,6 +121,39 @@ def constrained_min_norm_step(
     rhs[:, 0] = delta_years
     step = torch.einsum("brd,br->bd", rows, (_damped_gram_inverse(rows) @ rhs[..., None]).squeeze(-1))
     return _cap_norm(step, max_norm)
+
+
+def stiff_min_norm_step(
+    grad_bz: torch.Tensor,
+    keep_brd: torch.Tensor,
+    delta_years: torch.Tensor,
+    sketch_bkd: torch.Tensor,
+    stiffness_b: torch.Tensor,
+    max_norm: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """argmin ‖δ‖² + (λ/k)‖S δ‖² subject to J δ = [Δ, 0, ..., 0] (J = [ĝ; kept quantities' gradients]),
+    with S = ``sketch_bkd [B, k, d]`` and λ = ``stiffness_b [B]`` per row; norm-capped (``max_norm`` a number
+    or ``[B]``). δ = M⁻¹Jᵀ(J M⁻¹ Jᵀ)⁻¹ b with M = I + (λ/k) SᵀS, M⁻¹ applied by Woodbury's identity, so λ = 0
+    is :func:`constrained_min_norm_step` exactly."""
+    rows = torch.cat([grad_bz[:, None], keep_brd], 1)  # J [B, 1 + R, d]
+    k = sketch_bkd.shape[1]
+    at = rows.transpose(1, 2)  # [B, d, R]
+    if k:  # M⁻¹ x = x − (λ/k) Sᵀ (I + (λ/k) S Sᵀ)⁻¹ S x
+        lam = (stiffness_b.to(rows) / k)[:, None, None]
+        small = torch.eye(k, device=rows.device, dtype=rows.dtype) + lam * sketch_bkd @ sketch_bkd.transpose(
+            1, 2
+        )
+        at = at - lam * sketch_bkd.transpose(1, 2) @ torch.linalg.solve(small, sketch_bkd @ at)
+    gram = rows @ at  # J M⁻¹ Jᵀ [B, R, R], damped as in _damped_gram_inverse
+    eps = 1e-6 * gram.diagonal(dim1=1, dim2=2).amax(-1).clamp_min(1e-12)
+    gram = gram + eps[:, None, None] * torch.eye(rows.shape[1], device=rows.device, dtype=rows.dtype)
+    rhs = torch.zeros(rows.shape[:2], device=rows.device, dtype=rows.dtype)
+    rhs[:, 0] = delta_years
+    step = (at @ torch.linalg.solve(gram, rhs[..., None])).squeeze(-1)
+    if max_norm is None:
+        return step
+    cap = torch.as_tensor(max_norm, device=step.device, dtype=step.dtype).reshape(-1, 1)
+    return step * (cap / torch.maximum(step.norm(dim=1, keepdim=True), cap))
 
 
 def null_space_basis(rows_brd: torch.Tensor, basis_kd: torch.Tensor) -> torch.Tensor:
