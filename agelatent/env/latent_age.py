@@ -596,13 +596,14 @@ class LatentAgeEnv:
         and the identity embedding's predicted movement per year of the plain step and of the semantic one
         (‖S δ₁‖ / √k for the one-year minimum-norm step δ₁ = g/‖g‖², g = ĝ or its semantic projection)."""
         k = self._sketch.shape[1]
-        out = []
-        for g in (self._grad, self.semantic_age_gradient()):
-            sq = g.pow(2).sum(1).clamp_min(1e-12)
-            per_year = (self._sketch @ g[..., None]).squeeze(-1).norm(dim=1) / (math.sqrt(k) * sq)
-            out.append((g.norm(dim=1), per_year))
-        lg = lambda x: torch.log10(x.clamp_min(1e-3))[:, None]  # noqa: E731
-        return torch.cat([lg(out[1][0]), lg(out[0][1]), lg(out[1][1])], dim=1)
+        semantic = self.semantic_age_gradient()
+
+        def per_year(g: torch.Tensor) -> torch.Tensor:  # ‖S δ₁‖ / √k with δ₁ = g / ‖g‖²
+            moved = (self._sketch @ g[..., None]).squeeze(-1).norm(dim=1)
+            return moved / (math.sqrt(k) * g.pow(2).sum(1).clamp_min(1e-12))
+
+        forecast = torch.stack([semantic.norm(dim=1), per_year(self._grad), per_year(semantic)], dim=1)
+        return torch.log10(forecast.clamp_min(1e-3))
 
     def displacement(self, actions: torch.Tensor) -> torch.Tensor:
         """Map actions in [-1, 1] to latent displacements Δz ``[B, d]`` (see the module docstring)."""
