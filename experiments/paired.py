@@ -7,8 +7,14 @@ difference in success rate with a 95% paired-bootstrap interval.
 
     python experiments/paired.py results/eval/amortized_test:sac_policy results/eval/real_edits_test:local_linear_walk
 
-The success window and identity bound are the eval config's (``protocol.success_window_years``,
-``identity.hard_bound``); pass overrides after ``--``.
+An argument may also list several runs separated by commas (training seeds, say, each evaluated on the same
+edits): two such sides are paired run by run, in the order given, and pooled; a side of one run is paired with
+every run of the other.
+
+    python experiments/paired.py results/eval/s0:sac_policy,results/eval/s1:sac_policy results/eval/s0:local_linear_walk
+
+The verdicts are the ones ``agelatent-eval`` wrote into ``edits.csv`` (its ``success`` and ``robust_success``
+columns), judged by the protocol the evaluation ran.
 """
 
 from __future__ import annotations
@@ -16,36 +22,33 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agelatent.config import compose_config
-from agelatent.evaluation.paired import edit_outcomes, mcnemar, paired_bootstrap
+from agelatent.evaluation.paired import edit_outcomes, mcnemar, pair_runs, paired_bootstrap
 
 
-def compare(a: str, others: list[str], window: float, bound: float) -> list[str]:
+def compare(a: str, others: list[str]) -> list[str]:
     """The comparison as markdown table lines."""
 
-    def load(spec: str):
-        directory, _, editor = spec.rpartition(":")
-        return editor, edit_outcomes(Path(directory) / "edits.csv", editor, window, bound)
+    def load(spec: str) -> list[dict]:
+        runs = []
+        for part in spec.split(","):
+            directory, _, editor = part.rpartition(":")
+            runs.append(edit_outcomes(Path(directory) / "edits.csv", editor))
+        return runs
 
-    name_a, first = load(a)
+    first = load(a)
     lines = [
         "| A | B | edits | judge | A | B | only A | only B | McNemar p | A − B [95% CI] |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for spec in others:
-        name_b, second = load(spec)
-        keys = sorted(first.keys() & second.keys())
-        if not keys:
-            raise ValueError(
-                f"{a} and {spec} share no edits (same seed and target): run them on the same protocol"
-            )
+        pairs_a, pairs_b = pair_runs(first, load(spec))
         for j, judge in enumerate(("success", "robust success")):
-            x = [first[k][j] for k in keys]
-            y = [second[k][j] for k in keys]
+            x = [p[j] for p in pairs_a]
+            y = [p[j] for p in pairs_b]
             test = mcnemar(x, y)
             diff, low, high = paired_bootstrap(x, y)
             lines.append(
-                f"| {a} | {spec} | {len(keys)} | {judge} | {sum(x) / len(x):.3f} | {sum(y) / len(y):.3f} | "
+                f"| {a} | {spec} | {len(x)} | {judge} | {sum(x) / len(x):.3f} | {sum(y) / len(y):.3f} | "
                 f"{test.a_only} | {test.b_only} | {test.p:.3g} | {diff:+.3f} [{low:+.3f}, {high:+.3f}] |"
             )
     return lines
@@ -57,14 +60,8 @@ def main() -> None:
     )
     parser.add_argument("first", help="<eval dir>:<editor>, compared with each of the others")
     parser.add_argument("others", nargs="+", help="<eval dir>:<editor>")
-    parser.add_argument("--overrides", nargs="*", default=[], help="agelatent-eval config overrides")
     args = parser.parse_args()
-    cfg = compose_config("eval", args.overrides)
-    print(
-        "\n".join(
-            compare(args.first, args.others, cfg.protocol.success_window_years, cfg.identity.hard_bound)
-        )
-    )
+    print("\n".join(compare(args.first, args.others)))
 
 
 if __name__ == "__main__":

@@ -4,10 +4,20 @@ per-edit outcomes back from ``edits.csv``."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 
-from agelatent.evaluation.paired import edit_outcomes, mcnemar, paired_bootstrap
+from agelatent.editors import EditResult
+from agelatent.env.outcome import Outcome
+from agelatent.evaluation.metrics import edit_metrics
+from agelatent.evaluation.paired import edit_outcomes, mcnemar, pair_runs, paired_bootstrap
+from agelatent.reports.tables import write_edits_csv
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def binomial_two_sided(a_only: int, b_only: int) -> float:
@@ -44,23 +54,100 @@ def test_the_paired_bootstrap_brackets_the_difference():
     assert paired_bootstrap(a, a) == (0.0, 0.0, 0.0)
 
 
-def test_edit_outcomes_judge_both_readings_and_refuse_files_without_the_clean_one(tmp_path):
-    header = "editor,seed,target,start_age,final_age,age_error,similarity,outcome,steps,world_calls"
-    rows = [
-        "walk,1,40.0,25.0,41.0,1.0,0.80,success,3,4,47.0",  # robust reading in, clean reading out
-        "walk,2,40.0,25.0,42.0,2.0,0.80,success,3,4,39.0",  # both in
-        "walk,3,40.0,25.0,42.0,2.0,0.40,identity_lost,3,4,39.0",  # identity lost
-        "other,1,40.0,25.0,20.0,20.0,0.90,timeout,10,11,20.0",
-    ]
+def edit_result(editor, final_robust, final_clean, similarity, outcome):
+    """An EditResult of len(final_robust) one-step edits towards 40 years from 25-year faces."""
+    b = len(final_robust)
+    z = torch.zeros(b, 2)
+    images = torch.zeros(b, 3, 2, 2)
+    return EditResult(
+        editor=editor,
+        start_latents=z,
+        targets=torch.full((b,), 40.0),
+        latents=torch.stack([z, z]),
+        ages=torch.stack([torch.full((b,), 25.0), torch.tensor(final_robust)]),
+        similarity=torch.stack([torch.ones(b), torch.tensor(similarity)]),
+        p_male=torch.full((2, b), 0.9),
+        final_images=images,
+        start_images=images,
+        outcome=torch.tensor([int(o) for o in outcome]),
+        steps=torch.ones(b, dtype=torch.long),
+        world_calls=2 * b,
+        row_world_calls=torch.full((b,), 2.0),
+        typicality=torch.zeros(b),
+        seconds=0.1,
+        clean_ages=torch.stack([torch.full((b,), 25.0), torch.tensor(final_clean)]),
+    )
+
+
+def test_edits_csv_carries_the_protocols_verdict_and_pairing_reads_it_back(tmp_path):
+    walk = edit_result(
+        "walk",
+        final_robust=[41.0, 42.0, 42.0, 44.5],
+        final_clean=[47.0, 39.0, 39.0, 44.5],
+        similarity=[0.8, 0.8, 0.4, 0.8],
+        # the env's own outcome (its 3-year termination) is not the verdict: the last edit timed out at 4.5
+        # years from the target, inside the protocol's 5-year window
+        outcome=[Outcome.TIMEOUT, Outcome.SUCCESS, Outcome.IDENTITY_LOST, Outcome.TIMEOUT],
+    )
+    other = edit_result("other", [20.0] * 4, [20.0] * 4, [0.9] * 4, [Outcome.TIMEOUT] * 4)
     path = tmp_path / "edits.csv"
-    path.write_text("\n".join([header + ",final_clean_age", *rows]) + "\n")
-    assert edit_outcomes(path, "walk", 5.0, 0.5) == {
-        (1, 40.0): (False, False),
+    write_edits_csv(path, [walk, other], seeds=[1, 2, 3, 4], hard_bound=0.5, success_window_years=5.0)
+    outcomes = edit_outcomes(path, "walk")
+    assert outcomes == {
+        (1, 40.0): (False, False),  # robust reading in, clean reading out
         (2, 40.0): (True, True),
-        (3, 40.0): (False, False),
+        (3, 40.0): (False, False),  # identity lost
+        (4, 40.0): (True, True),
     }
+    verdict = edit_metrics(walk, 0.5, 5.0)  # the same verdicts as the summary's rates
+    assert [ok for ok, _ in outcomes.values()] == verdict["success_rate"].bool().tolist()
+    assert [ok for _, ok in outcomes.values()] == verdict["robust_success_rate"].bool().tolist()
     with pytest.raises(ValueError, match="no rows of editor 'nobody'"):
-        edit_outcomes(path, "nobody", 5.0, 0.5)
-    path.write_text("\n".join([header, *(r.rsplit(",", 1)[0] for r in rows)]) + "\n")
-    with pytest.raises(ValueError, match="no final_clean_age column"):
-        edit_outcomes(path, "walk", 5.0, 0.5)
+        edit_outcomes(path, "nobody")
+
+
+def test_edit_outcomes_refuse_files_without_the_verdict(tmp_path):
+    path = tmp_path / "edits.csv"
+    path.write_text(
+        "editor,seed,target,start_age,final_age,age_error,similarity,outcome,steps,world_calls,final_clean_age\n"
+        "walk,1,40.0,25.0,41.0,1.0,0.80,success,3,4,41.0\n"
+    )
+    with pytest.raises(ValueError, match="no robust_success or success column .* rerun agelatent-eval"):
+        edit_outcomes(path, "walk")
+
+
+def test_runs_pair_one_to_one_on_shared_edits_and_a_single_run_pairs_with_each():
+    s0 = {(1, 40.0): (True, True), (2, 40.0): (False, False), (3, 40.0): (True, False)}
+    s1 = {(1, 40.0): (False, False), (2, 40.0): (True, True)}  # edit 3 missing: only shared edits pair
+    walk = {(1, 40.0): (True, True), (2, 40.0): (True, False), (3, 40.0): (False, False)}
+    x, y = pair_runs([s0, s1], [walk, walk])
+    assert x == [s0[1, 40.0], s0[2, 40.0], s0[3, 40.0], s1[1, 40.0], s1[2, 40.0]]
+    assert y == [walk[1, 40.0], walk[2, 40.0], walk[3, 40.0], walk[1, 40.0], walk[2, 40.0]]
+    assert pair_runs([s0, s1], [walk]) == (x, y)  # one run on a side pairs with every run of the other
+    assert pair_runs([walk], [s0, s1]) == (y, x)
+    with pytest.raises(ValueError, match="pair runs one to one: got 2 and 3 runs"):
+        pair_runs([s0, s1], [walk, walk, walk])
+    with pytest.raises(ValueError, match="run pair 1 shares no edits"):
+        pair_runs([s0, {(9, 20.0): (True, True)}], [walk])
+
+
+def test_the_paired_script_pools_seed_runs_against_one_baseline(tmp_path):
+    """``experiments/paired.py A1,A2 B``: the two runs' edits each paired with B's, pooled into one test."""
+    runs = {
+        "s0": edit_result("sac_policy", [40.0, 60.0], [40.0, 60.0], [0.8, 0.8], [Outcome.SUCCESS] * 2),
+        "s1": edit_result("sac_policy", [60.0, 41.0], [60.0, 41.0], [0.8, 0.8], [Outcome.SUCCESS] * 2),
+        "walk": edit_result("walk", [60.0, 60.0], [60.0, 60.0], [0.8, 0.8], [Outcome.TIMEOUT] * 2),
+    }
+    for name, result in runs.items():
+        (tmp_path / name).mkdir()
+        write_edits_csv(tmp_path / name / "edits.csv", [result], [7, 8], 0.5, 5.0)
+    a = f"{tmp_path / 's0'}:sac_policy,{tmp_path / 's1'}:sac_policy"
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "paired.py"), a, f"{tmp_path / 'walk'}:walk"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    row = next(line for line in out.splitlines() if "| success |" in line)
+    # 4 pooled edits: the policy gets 2 (one per seed), the walk none; McNemar's exact p for 2 vs 0 is 0.5
+    assert [c.strip() for c in row.split("|")[3:10]] == ["4", "success", "0.500", "0.000", "2", "0", "0.5"]

@@ -59,6 +59,7 @@ def test_a_debug_run_writes_every_artefact(first_run):
     window, bound = cfg.protocol.success_window_years, cfg.identity.hard_bound
     ok = [float(e["age_error"]) <= window and float(e["similarity"]) >= bound for e in edits]
     assert summary["edits"] == 4 and summary["success_rate"] == pytest.approx(sum(ok) / 4)
+    assert [e["success"] == "1" for e in edits] == ok  # the file's verdict is the summary's
     assert summary["age_error"] == pytest.approx(sum(float(e["age_error"]) for e in edits) / 4, abs=0.01)
     text = (run_dir / "summary.md").read_text()
     assert f"{summary['success_rate']:.3f}" in text and f"{summary['age_error']:.3f}" in text

@@ -507,9 +507,14 @@ def evaluate_policy(
 def quiet_lightning() -> None:
     """Keep Lightning's start-up notices (accelerators found, an advertisement for its cloud logger) and a
     deprecation notice from its pytree helper, which a user can do nothing about, off the console: the job
-    prints its own line with the device and the run's sizes. Warnings and errors still show."""
+    prints its own line with the device and the run's sizes. Also its advice to prepend ``srun`` wherever
+    ``srun`` is installed: a job on one device needs no ``srun``, and on a cluster the SLURM launcher
+    (``hydra/launcher=slurm``) already runs the job under SLURM. Other warnings and errors still show."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings(
+        "ignore", message=r"The `srun` command is available on your system but is not used"
+    )
 
 
 def sac_trainer(**overrides: Any) -> L.Trainer:

@@ -143,7 +143,13 @@ def evaluate(cfg: DictConfig, out_dir: Path, world=None) -> list[dict[str, Any]]
         )
     faces = min(protocol.sheet_faces, protocol.num_faces)
     editors_sheet(results, targets, faces).save(out_dir / "editors.png")
-    write_edits_csv(out_dir / "edits.csv", list(results.values()), seeds)
+    write_edits_csv(
+        out_dir / "edits.csv",
+        list(results.values()),
+        seeds,
+        env_cfg.identity.hard_bound,
+        protocol.success_window_years,
+    )
     write_table(
         rows,
         out_dir / "results",

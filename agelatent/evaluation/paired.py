@@ -4,20 +4,23 @@ Both editors ran the same protocol (the same start faces and targets), so their 
 :func:`mcnemar` is the exact McNemar test: only the *discordant* edits (one editor succeeded, the other did not)
 carry information, and under "no difference" each discordant edit is a fair coin. :func:`paired_bootstrap` gives
 a confidence interval for the difference in success rate by resampling edits (pairs kept together).
-:func:`edit_outcomes` reads per-edit successes from an ``edits.csv`` that ``agelatent-eval`` wrote.
+:func:`edit_outcomes` reads per-edit successes from an ``edits.csv`` that ``agelatent-eval`` wrote;
+:func:`pair_runs` pairs them across several runs (training seeds), run by run.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-__all__ = ["McNemar", "edit_outcomes", "mcnemar", "paired_bootstrap"]
+__all__ = ["McNemar", "edit_outcomes", "mcnemar", "pair_runs", "paired_bootstrap"]
+
+Outcomes = Mapping[tuple[int, float], tuple[bool, bool]]  # (seed, target) -> (success, robust success)
 
 
 @dataclass(frozen=True)
@@ -58,32 +61,50 @@ def paired_bootstrap(
     return float(diff.mean()), low, high
 
 
-def edit_outcomes(
-    path: str | Path, editor: str, success_window_years: float, hard_bound: float
-) -> dict[tuple[int, float], tuple[bool, bool]]:
-    """``{(seed, target): (success, robust success)}`` of ``editor``'s rows in an ``edits.csv``, judged as
-    :func:`~agelatent.evaluation.metrics.edit_metrics` judges them: success = the clean reading within the window
-    with identity kept; robust success = that, and the robust reading (``final_age``) within the window too.
-    Without a robust reading the two readings are one and so are the two outcomes."""
+def edit_outcomes(path: str | Path, editor: str) -> dict[tuple[int, float], tuple[bool, bool]]:
+    """``{(seed, target): (success, robust success)}`` of ``editor``'s rows in an ``edits.csv``: the verdicts
+    ``agelatent-eval`` wrote there (:func:`~agelatent.reports.tables.write_edits_csv`, judged as the summary's
+    rates are), not judged again here."""
     out = {}
     with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["editor"] != editor:
-                continue
-            if "final_clean_age" not in row:
-                raise ValueError(
-                    f"{path} has no final_clean_age column (written before it existed): its success under a "
-                    "robust reading cannot be told; rerun agelatent-eval"
-                )
-            # in float32, as the metrics judge them (the file holds the float32 values exactly)
-            target, final, clean, similarity = (
-                torch.tensor(float(row[k]), dtype=torch.float32)
-                for k in ("target", "final_age", "final_clean_age", "similarity")
+        reader = csv.DictReader(handle)
+        missing = {"success", "robust_success"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(
+                f"{path} has no {' or '.join(sorted(missing))} column (written before edits.csv carried the "
+                "protocol's verdict): rerun agelatent-eval to pair its edits"
             )
-            kept = bool(similarity >= hard_bound)
-            success = kept and bool((clean - target).abs() <= success_window_years)
-            robust = success and bool((final - target).abs() <= success_window_years)
-            out[(int(row["seed"]), float(target))] = (success, robust)
+        for row in reader:
+            if row["editor"] == editor:
+                key = (int(row["seed"]), float(row["target"]))
+                out[key] = (row["success"] == "1", row["robust_success"] == "1")
     if not out:
         raise ValueError(f"{path} has no rows of editor {editor!r}")
     return out
+
+
+def pair_runs(
+    first: Sequence[Outcomes], second: Sequence[Outcomes]
+) -> tuple[list[tuple[bool, bool]], list[tuple[bool, bool]]]:
+    """The outcomes of two sides' runs (e.g. one per training seed, each on the same edits), paired: the
+    i-th run of one side with the i-th of the other, on the edits both hold, pooled over runs. A side of
+    one run (a fixed editor, say) is paired with every run of the other."""
+    if len(first) == 1:
+        first = list(first) * len(second)
+    if len(second) == 1:
+        second = list(second) * len(first)
+    if len(first) != len(second) or not first:
+        raise ValueError(
+            f"pair runs one to one: got {len(first)} and {len(second)} runs (give both sides as many runs, "
+            "in the same seed order, or one side a single run)"
+        )
+    x, y = [], []
+    for i, (a, b) in enumerate(zip(first, second, strict=True)):
+        keys = sorted(a.keys() & b.keys())
+        if not keys:
+            raise ValueError(
+                f"run pair {i} shares no edits (same seed and target): run them on the same protocol"
+            )
+        x += [a[k] for k in keys]
+        y += [b[k] for k in keys]
+    return x, y

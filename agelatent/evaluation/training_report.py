@@ -39,8 +39,8 @@ def write_training_report(
     summary.update(train_minutes=train_seconds / 60, env_steps=env_steps)
 
     edit_grid(result, targets, min(protocol.grid_faces, protocol.num_faces)).save(run.path / "edit_grid.png")
-    write_edits_csv(run.path / "eval.csv", [result], seeds)
     bound = env_cfg.identity.hard_bound
+    write_edits_csv(run.path / "eval.csv", [result], seeds, bound, protocol.success_window_years)
     lines = [
         f"# {run.name}",
         "",

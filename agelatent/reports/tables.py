@@ -100,17 +100,28 @@ EDIT_COLUMNS = (
     "steps",
     "world_calls",
     "final_clean_age",  # the age network's clean reading (= final_age without a robust reading)
+    "success",  # 1/0: the protocol's verdict (evaluation.metrics.edit_metrics), not the env's 3-year outcome
+    "robust_success",  # 1/0: success, and the robust reading in the window too (= success without one)
 )
 
 
-def write_edits_csv(path: Path, results: Sequence, seeds: Sequence[int]) -> None:
-    """One row per edit of every :class:`~agelatent.editors.EditResult` (all over the same seeds x targets)."""
+def write_edits_csv(
+    path: Path, results: Sequence, seeds: Sequence[int], hard_bound: float, success_window_years: float
+) -> None:
+    """One row per edit of every :class:`~agelatent.editors.EditResult` (all over the same seeds x targets).
+    ``outcome`` is how the episode ended (the env's termination rule); ``success`` and ``robust_success``
+    are the protocol's verdict, judged by :func:`~agelatent.evaluation.metrics.edit_metrics` as the summary's
+    rates are: those columns, not ``outcome``, are what paired comparisons read."""
     from agelatent.env.outcome import Outcome
+    from agelatent.evaluation.metrics import edit_metrics
 
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(EDIT_COLUMNS)
         for result in results:
+            verdict = edit_metrics(result, hard_bound, success_window_years)
+            success = verdict["success_rate"]
+            robust = verdict.get("robust_success_rate", success)
             for i, seed in enumerate(seeds):
                 w.writerow(
                     [
@@ -125,5 +136,7 @@ def write_edits_csv(path: Path, results: Sequence, seeds: Sequence[int]) -> None
                         int(result.steps[i]),
                         f"{result.row_world_calls[i]:g}",
                         f"{(result.ages if result.clean_ages is None else result.clean_ages)[-1, i]:.9g}",
+                        int(success[i]),
+                        int(robust[i]),
                     ]
                 )
