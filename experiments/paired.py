@@ -9,7 +9,7 @@ difference in success rate with a 95% paired-bootstrap interval.
 
 An argument may also list several runs separated by commas (training seeds, say, each evaluated on the same
 edits): two such sides are paired run by run, in the order given, and pooled; a side of one run is paired with
-every run of the other.
+every run of the other (its edits then count once per run: the p-value is optimistic, so test each run too).
 
     python experiments/paired.py results/eval/s0:sac_policy,results/eval/s1:sac_policy results/eval/s0:local_linear_walk
 

@@ -73,3 +73,17 @@ def test_the_benches_write_their_reports(tmp_path, model_files):
     page = kept.read_text()
     assert "50016 env steps, from an earlier run.\n\n_(Kept from an earlier version" in page
     assert "| astronaut.png | 1 |" in page  # measured here: regenerated
+
+
+def test_a_page_regenerated_without_benchmarks_keeps_its_targets_table(tmp_path):
+    """With no bench artefacts here, --keep-missing keeps the page's targets table instead of blanking it."""
+    page = tmp_path / "measurements.md"
+    row = "| identity port vs dlib-bin | 36.18 | ≥ 20 | yes |  |"
+    page.write_text(f"# Measurements\n\n## Targets\n\n| target | measured | goal | met | why not |\n{row}\n")
+    empty = tmp_path / "bench"
+    empty.mkdir()
+    _run("experiments/measurements.py", "--bench", str(empty), "--out", str(page), "--keep-missing")
+    targets = page.read_text().split("## Targets\n", 1)[1].split("\n## ", 1)[0]
+    assert row in targets and "_(Kept from an earlier version" in targets
+    _run("experiments/measurements.py", "--bench", str(empty), "--out", str(page))  # without: says so
+    assert "_Not measured: no benchmark artefacts in" in page.read_text()

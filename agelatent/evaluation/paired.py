@@ -88,7 +88,8 @@ def pair_runs(
 ) -> tuple[list[tuple[bool, bool]], list[tuple[bool, bool]]]:
     """The outcomes of two sides' runs (e.g. one per training seed, each on the same edits), paired: the
     i-th run of one side with the i-th of the other, on the edits both hold, pooled over runs. A side of
-    one run (a fixed editor, say) is paired with every run of the other."""
+    one run (a fixed editor, say) is paired with every run of the other; its edits then count once per run,
+    so the pooled pairs are not independent and the McNemar p-value is optimistic (test each run too)."""
     if len(first) == 1:
         first = list(first) * len(second)
     if len(second) == 1:
