@@ -81,6 +81,7 @@ from agelatent.config import from_mapping, to_dict
 from agelatent.env.batched import StepResult
 from agelatent.env.local_linear import (
     AgeDirectionConfig,
+    cap_norm,
     constrained_min_norm_step,
     local_age_gradient,
     min_norm_step,
@@ -587,9 +588,7 @@ class LatentAgeEnv:
         years = torch.maximum(torch.minimum(scale * (self.targets - self.ages), most), -most)
         stiff = stiff_min_norm_step(self._grad, self._keep_grads, years, self._sketch, stiffness)
         semantic = min_norm_step(self.semantic_age_gradient(), years)
-        step = (1.0 - mix)[:, None] * stiff + mix[:, None] * semantic
-        cap = (scale * a.max_step_norm)[:, None]
-        return step * (cap / torch.maximum(step.norm(dim=1, keepdim=True), cap))
+        return cap_norm((1.0 - mix)[:, None] * stiff + mix[:, None] * semantic, scale * a.max_step_norm)
 
     def lever_forecast(self) -> torch.Tensor:
         """What the levers will do, ``[B, 3]`` (log10): the years per latent unit within the semantic basis,

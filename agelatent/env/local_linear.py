@@ -74,14 +74,19 @@ def min_norm_step(
 ) -> torch.Tensor:
     """Smallest latent step whose linearised age change is ``delta_years``: δ = Δ·ĝ/‖ĝ‖² (norm-capped)."""
     sq_norm = grad_bz.pow(2).sum(dim=1, keepdim=True).clamp_min(1e-12)
-    return _cap_norm(delta_years[:, None] * grad_bz / sq_norm, max_norm)
+    return cap_norm(delta_years[:, None] * grad_bz / sq_norm, max_norm)
 
 
-def _cap_norm(step: torch.Tensor, max_norm: float | None) -> torch.Tensor:
-    """Scale rows of ``step [B, d]`` longer than ``max_norm`` down to it (None: no cap)."""
+def cap_norm(step: torch.Tensor, max_norm: float | torch.Tensor | None) -> torch.Tensor:
+    """Scale rows of ``step [B, d]`` longer than ``max_norm`` (a number, or ``[B]`` one per row) down to it
+    (None: no cap). A number stays a Python number: no tensor is made for it (no host-to-device copy)."""
     if max_norm is None:
         return step
-    return step * (max_norm / step.norm(dim=1, keepdim=True).clamp_min(max_norm))
+    norm = step.norm(dim=1, keepdim=True)
+    if isinstance(max_norm, torch.Tensor):
+        cap = max_norm.to(step).reshape(-1, 1)
+        return step * (cap / torch.maximum(norm, cap))
+    return step * (max_norm / norm.clamp_min(max_norm))
 
 
 def orthogonal_basis(direction_bz: torch.Tensor, basis_kd: torch.Tensor) -> torch.Tensor:
@@ -99,13 +104,17 @@ def orthogonal_basis(direction_bz: torch.Tensor, basis_kd: torch.Tensor) -> torc
     return torch.linalg.qr(projected.transpose(1, 2)).Q.transpose(1, 2)
 
 
-def _damped_gram_inverse(rows: torch.Tensor) -> torch.Tensor:
-    """``(J Jᵀ + εI)⁻¹`` for ``rows = J [B, R, d]``; ε (1e-6 of the largest squared row norm) keeps rows
-    that are zero (e.g. the identity drift's gradient at the start face) or parallel from blowing up."""
-    gram = rows @ rows.transpose(1, 2)  # [B, R, R]
+def _damped(gram: torch.Tensor) -> torch.Tensor:
+    """``G + εI`` for Gram matrices ``[B, R, R]``; ε (1e-6 of the largest diagonal entry) keeps rows that are
+    zero (e.g. the identity drift's gradient at the start face) or parallel from blowing up."""
     eps = 1e-6 * gram.diagonal(dim1=1, dim2=2).amax(-1).clamp_min(1e-12)
-    eye = torch.eye(rows.shape[1], device=rows.device, dtype=rows.dtype)
-    return torch.linalg.inv(gram + eps[:, None, None] * eye)
+    eye = torch.eye(gram.shape[1], device=gram.device, dtype=gram.dtype)
+    return gram + eps[:, None, None] * eye
+
+
+def _damped_gram_inverse(rows: torch.Tensor) -> torch.Tensor:
+    """``(J Jᵀ + εI)⁻¹`` for ``rows = J [B, R, d]`` (:func:`_damped`)."""
+    return torch.linalg.inv(_damped(rows @ rows.transpose(1, 2)))
 
 
 def constrained_min_norm_step(
@@ -120,7 +129,7 @@ def constrained_min_norm_step(
     rhs = torch.zeros(rows.shape[:2], device=rows.device, dtype=rows.dtype)
     rhs[:, 0] = delta_years
     step = torch.einsum("brd,br->bd", rows, (_damped_gram_inverse(rows) @ rhs[..., None]).squeeze(-1))
-    return _cap_norm(step, max_norm)
+    return cap_norm(step, max_norm)
 
 
 def stiff_min_norm_step(
@@ -144,16 +153,10 @@ def stiff_min_norm_step(
             1, 2
         )
         at = at - lam * sketch_bkd.transpose(1, 2) @ torch.linalg.solve(small, sketch_bkd @ at)
-    gram = rows @ at  # J M⁻¹ Jᵀ [B, R, R], damped as in _damped_gram_inverse
-    eps = 1e-6 * gram.diagonal(dim1=1, dim2=2).amax(-1).clamp_min(1e-12)
-    gram = gram + eps[:, None, None] * torch.eye(rows.shape[1], device=rows.device, dtype=rows.dtype)
     rhs = torch.zeros(rows.shape[:2], device=rows.device, dtype=rows.dtype)
     rhs[:, 0] = delta_years
-    step = (at @ torch.linalg.solve(gram, rhs[..., None])).squeeze(-1)
-    if max_norm is None:
-        return step
-    cap = torch.as_tensor(max_norm, device=step.device, dtype=step.dtype).reshape(-1, 1)
-    return step * (cap / torch.maximum(step.norm(dim=1, keepdim=True), cap))
+    step = (at @ torch.linalg.solve(_damped(rows @ at), rhs[..., None])).squeeze(-1)  # J M⁻¹ Jᵀ damped
+    return cap_norm(step, max_norm)
 
 
 def null_space_basis(rows_brd: torch.Tensor, basis_kd: torch.Tensor) -> torch.Tensor:
