@@ -15,7 +15,8 @@ from agelatent.editors import EditResult
 from agelatent.env.outcome import Outcome
 from agelatent.evaluation.metrics import edit_metrics
 from agelatent.evaluation.paired import edit_outcomes, mcnemar, pair_runs, paired_bootstrap
-from agelatent.reports.tables import write_edits_csv
+from agelatent.evaluation.seeds import seed_spread
+from agelatent.reports.tables import write_edits_csv, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,3 +152,39 @@ def test_the_paired_script_pools_seed_runs_against_one_baseline(tmp_path):
     row = next(line for line in out.splitlines() if "| success |" in line)
     # 4 pooled edits: the policy gets 2 (one per seed), the walk none; McNemar's exact p for 2 vs 0 is 0.5
     assert [c.strip() for c in row.split("|")[3:10]] == ["4", "success", "0.500", "0.000", "2", "0", "0.5"]
+
+
+def test_seed_spread_gives_mean_and_sd_over_runs_and_marks_unmeasured_metrics(tmp_path):
+    """Three seeds' results.csv (written by the evaluation's own table writer): each metric's mean and sample
+    standard deviation over the runs; a metric one run did not measure is reported as missing, not averaged."""
+    rates = [0.5, 0.6, 0.7]
+    for i, rate in enumerate(rates):
+        row = {"editor": "sac_policy", "success_rate": rate, "world_calls_per_edit": 8.0}
+        if i:
+            row["realness"] = 0.9
+        (tmp_path / f"s{i}").mkdir()
+        write_table([row, {"editor": "walk", "success_rate": 0.9}], tmp_path / f"s{i}" / "results", title="t")
+    runs = [(tmp_path / f"s{i}" / "results.csv", "sac_policy") for i in range(3)]
+    spread = seed_spread(runs, ["success_rate", "world_calls_per_edit", "realness"])
+    assert spread["success_rate"].runs == 3
+    assert spread["success_rate"].mean == pytest.approx(0.6)
+    assert spread["success_rate"].sd == pytest.approx(0.1)
+    assert spread["world_calls_per_edit"].sd == 0.0
+    assert spread["realness"] is None
+    with pytest.raises(ValueError, match="no row of editor 'gradient_descent'"):
+        seed_spread([(runs[0][0], "gradient_descent")])
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / "seeds.py"),
+            ",".join(f"{tmp_path / f's{i}'}:sac_policy" for i in range(3)),
+            f"{tmp_path / 's0'}:walk",
+            "--metrics",
+            "success_rate",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| /")]
+    assert [r.split("|")[2:4] for r in rows] == [[" 3 ", " 0.600 ± 0.100 "], [" 1 ", " 0.900 ± 0.000 "]]
