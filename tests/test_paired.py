@@ -161,16 +161,16 @@ def test_seed_spread_gives_mean_and_sd_over_runs_and_marks_unmeasured_metrics(tm
     for i, rate in enumerate(rates):
         row = {"editor": "sac_policy", "success_rate": rate, "world_calls_per_edit": 8.0}
         if i:
-            row["realness"] = 0.9
+            row["realness/kept"] = 0.9
         (tmp_path / f"s{i}").mkdir()
         write_table([row, {"editor": "walk", "success_rate": 0.9}], tmp_path / f"s{i}" / "results", title="t")
     runs = [(tmp_path / f"s{i}" / "results.csv", "sac_policy") for i in range(3)]
-    spread = seed_spread(runs, ["success_rate", "world_calls_per_edit", "realness"])
+    spread = seed_spread(runs, ["success_rate", "world_calls_per_edit", "realness/kept"])
     assert spread["success_rate"].runs == 3
     assert spread["success_rate"].mean == pytest.approx(0.6)
     assert spread["success_rate"].sd == pytest.approx(0.1)
     assert spread["world_calls_per_edit"].sd == 0.0
-    assert spread["realness"] is None
+    assert spread["realness/kept"] is None
     with pytest.raises(ValueError, match="no row of editor 'gradient_descent'"):
         seed_spread([(runs[0][0], "gradient_descent")])
     out = subprocess.run(

@@ -21,7 +21,7 @@ __all__ = ["DEFAULT_METRICS", "Spread", "editor_row", "seed_spread"]
 DEFAULT_METRICS = (
     "success_rate",
     "robust_success_rate",
-    "realness",
+    "realness/kept",  # evaluator=realness: the age change that survives what a person sees
     "gender_flip_rate",
     "world_calls_per_edit",
     "seconds_per_edit",
@@ -48,7 +48,7 @@ def seed_spread(
     runs: Sequence[tuple[str | Path, str]], metrics: Sequence[str] = DEFAULT_METRICS
 ) -> dict[str, Spread | None]:
     """Mean and standard deviation over ``runs`` (``(results.csv, editor)``, one per training seed) of each
-    metric; ``None`` for a metric that some run's evaluation did not measure (``realness`` needs
+    metric; ``None`` for a metric that some run's evaluation did not measure (``realness/kept`` needs
     ``evaluator=realness``)."""
     if not runs:
         raise ValueError("give at least one run: <eval dir>:<editor>")
