@@ -20,20 +20,15 @@ columns), judged by the protocol the evaluation ran.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from agelatent.evaluation.paired import edit_outcomes, mcnemar, pair_runs, paired_bootstrap
+from agelatent.evaluation.paired import edit_outcomes, eval_runs, mcnemar, pair_runs, paired_bootstrap
 
 
 def compare(a: str, others: list[str]) -> list[str]:
     """The comparison as markdown table lines."""
 
     def load(spec: str) -> list[dict]:
-        runs = []
-        for part in spec.split(","):
-            directory, _, editor = part.rpartition(":")
-            runs.append(edit_outcomes(Path(directory) / "edits.csv", editor))
-        return runs
+        return [edit_outcomes(directory / "edits.csv", editor) for directory, editor in eval_runs(spec)]
 
     first = load(a)
     lines = [

@@ -11,8 +11,8 @@ one row per configuration.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from agelatent.evaluation.paired import eval_runs
 from agelatent.evaluation.seeds import DEFAULT_METRICS, seed_spread
 
 
@@ -23,12 +23,7 @@ def table(configs: list[str], metrics: list[str]) -> list[str]:
         "| --- | --- |" + " --- |" * len(metrics),
     ]
     for spec in configs:
-        runs = []
-        for part in spec.split(","):
-            directory, _, editor = part.rpartition(":")
-            if not directory or not editor:
-                raise SystemExit(f"{part!r}: give each run as <eval dir>:<editor>")
-            runs.append((Path(directory) / "results.csv", editor))
+        runs = [(directory / "results.csv", editor) for directory, editor in eval_runs(spec)]
         spread = seed_spread(runs, metrics)
         cells = ["--" if s is None else f"{s.mean:.3f} ± {s.sd:.3f}" for s in spread.values()]
         lines.append(f"| {spec} | {len(runs)} | " + " | ".join(cells) + " |")

@@ -14,7 +14,7 @@ import torch
 from agelatent.editors import EditResult
 from agelatent.env.outcome import Outcome
 from agelatent.evaluation.metrics import edit_metrics
-from agelatent.evaluation.paired import edit_outcomes, mcnemar, pair_runs, paired_bootstrap
+from agelatent.evaluation.paired import edit_outcomes, eval_runs, mcnemar, pair_runs, paired_bootstrap
 from agelatent.evaluation.seeds import seed_spread
 from agelatent.reports.tables import write_edits_csv, write_table
 
@@ -188,3 +188,13 @@ def test_seed_spread_gives_mean_and_sd_over_runs_and_marks_unmeasured_metrics(tm
     ).stdout
     rows = [line for line in out.splitlines() if line.startswith("| /")]
     assert [r.split("|")[2:4] for r in rows] == [[" 3 ", " 0.600 ± 0.100 "], [" 1 ", " 0.900 ± 0.000 "]]
+
+
+def test_eval_run_specs_parse_and_a_run_without_editor_is_refused():
+    """The scripts' ``<eval dir>:<editor>[,...]`` form: directories may hold colons; a part without one is named."""
+    assert eval_runs("results/eval/s0:sac_policy,a:b/s1:walk") == [
+        (Path("results/eval/s0"), "sac_policy"),
+        (Path("a:b/s1"), "walk"),
+    ]
+    with pytest.raises(ValueError, match=r"'results/eval/s1': give each run as <eval dir>:<editor>"):
+        eval_runs("results/eval/s0:sac_policy,results/eval/s1")

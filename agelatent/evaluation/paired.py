@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["McNemar", "edit_outcomes", "mcnemar", "pair_runs", "paired_bootstrap"]
+__all__ = ["McNemar", "edit_outcomes", "eval_runs", "mcnemar", "pair_runs", "paired_bootstrap"]
 
 Outcomes = Mapping[tuple[int, float], tuple[bool, bool]]  # (seed, target) -> (success, robust success)
 
@@ -59,6 +59,18 @@ def paired_bootstrap(
     means = diff[idx].mean(1)
     low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
     return float(diff.mean()), low, high
+
+
+def eval_runs(spec: str) -> list[tuple[Path, str]]:
+    """``"<eval dir>:<editor>[,<eval dir>:<editor>...]"`` (one ``agelatent-eval`` output directory per run, e.g.
+    per training seed) -> ``[(eval dir, editor), ...]``: the command-line form of the experiments' scripts."""
+    runs = []
+    for part in spec.split(","):
+        directory, _, editor = part.rpartition(":")
+        if not directory or not editor:
+            raise ValueError(f"{part!r}: give each run as <eval dir>:<editor>")
+        runs.append((Path(directory), editor))
+    return runs
 
 
 def edit_outcomes(path: str | Path, editor: str) -> dict[tuple[int, float], tuple[bool, bool]]:
